@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/sqlstore"
+)
+
+// Server limits. ReadTimeout bounds a slow body, ReadHeaderTimeout a slow
+// header; requests are small, so both can be short.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 64 << 10
+)
+
+// run serves until ctx is cancelled, then shuts down gracefully: it stops
+// accepting connections, lets requests in flight finish within the shutdown
+// timeout, commits what is queued and closes the store.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	if len(args) > 0 {
+		return &configError{"arguments", fmt.Sprint(args), "msgsvcd takes no arguments; configure it with environment variables"}
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := msgsvc.NewLogger(stdout, cfg.logLevel)
+
+	store, err := sqlstore.Open(ctx, cfg.databaseURL)
+	if err != nil {
+		return fmt.Errorf("opening the store: %w", err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the store", slog.String("error", err.Error()))
+		}
+	}()
+
+	handler, err := msgsvc.New(msgsvc.Config{
+		Store:          store,
+		Secret:         cfg.secret,
+		PreviousSecret: cfg.previousSecret,
+		VerifyToken:    cfg.verifyToken,
+		MaxBodyBytes:   cfg.maxBodyBytes,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.secret == "" {
+		log.Warn("WEBHOOK_SECRET is not set: POST /webhook answers 503 and /health/ready fails until it is")
+	}
+
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.addr, err)
+	}
+	srv := &http.Server{
+		Handler:           handler, // the handler routes exact paths itself; a ServeMux would redirect unclean ones
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	log.Info("listening", slog.String("addr", ln.Addr().String()))
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", slog.String("timeout", cfg.shutdownTimeout.String()))
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("shutdown: requests still in flight after %s: %w", cfg.shutdownTimeout, err)
+	}
+	if err := <-serveErr; !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serving: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,296 @@
+// Package sqlstore implements msgsvc.Store on SQL databases through bun:
+// SQLite (pure Go, embedded, the default) and, later, Postgres.
+//
+// Writes go through a single writer goroutine that batches concurrent
+// inserts into one transaction (group commit) and answers each caller only
+// after COMMIT has reached disk. Reads use a separate pool of read-only
+// connections, so they never wait for the writer.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/msgsvc/msgsvc"
+)
+
+// ErrBadURL is wrapped by the error Open returns for a database URL it cannot
+// use.
+var ErrBadURL = errors.New("sqlstore: unsupported database URL")
+
+// Target is what a database URL names.
+type Target struct {
+	// Driver is "sqlite" or "postgres".
+	Driver string
+	// Path is the SQLite file, or ":memory:".
+	Path string
+}
+
+// ParseURL checks a database URL of the forms the daemon accepts:
+// sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory:,
+// postgres://... and postgresql://....
+func ParseURL(databaseURL string) (Target, error) {
+	switch {
+	case databaseURL == "sqlite://:memory:":
+		return Target{Driver: "sqlite", Path: ":memory:"}, nil
+	case strings.HasPrefix(databaseURL, "sqlite:///"):
+		path := strings.TrimPrefix(databaseURL, "sqlite:///")
+		if path == "" || path == "/" {
+			return Target{}, fmt.Errorf("%w: %q names no file", ErrBadURL, databaseURL)
+		}
+		if strings.ContainsAny(path, "?#") {
+			return Target{}, fmt.Errorf("%w: %q: a SQLite path must not contain '?' or '#'", ErrBadURL, databaseURL)
+		}
+		return Target{Driver: "sqlite", Path: path}, nil
+	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
+		return Target{Driver: "postgres"}, nil
+	}
+	return Target{}, fmt.Errorf("%w: %q: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://...", ErrBadURL, databaseURL)
+}
+
+// DB is a msgsvc.Store on a SQL database. Open makes one; Close releases it.
+type DB struct {
+	write *bun.DB // one connection: the single writer
+	read  *bun.DB // read-only pool; the same as write for :memory:
+
+	insert *sql.Stmt
+
+	queue    chan *insertRequest
+	mu       sync.RWMutex // held for writing only to close the queue
+	closed   bool
+	done     chan struct{} // closed when the writer has drained the queue
+	closeErr error
+	once     sync.Once
+
+	maxBatch int
+}
+
+var _ msgsvc.Store = (*DB)(nil)
+
+// Open opens the database that databaseURL names, creating the file and its
+// folder when missing, and migrates its schema.
+func Open(ctx context.Context, databaseURL string) (*DB, error) {
+	t, err := ParseURL(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if t.Driver != "sqlite" {
+		return nil, fmt.Errorf("%w: %s is not supported yet", ErrBadURL, t.Driver)
+	}
+	return openSQLite(ctx, t.Path)
+}
+
+func openSQLite(ctx context.Context, path string) (*DB, error) {
+	memory := path == ":memory:"
+	if !memory {
+		if dir := filepath.Dir(path); dir != "." {
+			if err := os.MkdirAll(dir, 0o750); err != nil {
+				return nil, fmt.Errorf("sqlstore: creating the database folder: %w", err)
+			}
+		}
+	}
+	// Pragmas go in the DSN, so every connection the pool opens gets them.
+	writeDSN := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	if memory {
+		writeDSN = ":memory:?_pragma=busy_timeout(5000)&_txlock=immediate"
+	}
+	wsql, err := sql.Open("sqlite", writeDSN)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: opening %s: %w", path, err)
+	}
+	wsql.SetMaxOpenConns(1)
+	wsql.SetMaxIdleConns(1)
+	wsql.SetConnMaxLifetime(0)
+	wsql.SetConnMaxIdleTime(0)
+	db := &DB{
+		write:    bun.NewDB(wsql, sqlitedialect.New()),
+		queue:    make(chan *insertRequest, 4096),
+		done:     make(chan struct{}),
+		maxBatch: 2048,
+	}
+	fail := func(err error) (*DB, error) {
+		_ = db.write.Close()
+		if db.read != nil && db.read != db.write {
+			_ = db.read.Close()
+		}
+		return nil, err
+	}
+	if err := db.write.PingContext(ctx); err != nil {
+		return fail(fmt.Errorf("sqlstore: opening %s: %w", path, err))
+	}
+	if err := migrate(ctx, db.write); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+	}
+	if memory {
+		db.read = db.write // each :memory: connection is a database of its own
+	} else {
+		rsql, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+		if err != nil {
+			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
+		}
+		rsql.SetMaxOpenConns(4)
+		rsql.SetMaxIdleConns(4)
+		db.read = bun.NewDB(rsql, sqlitedialect.New())
+	}
+	db.insert, err = db.write.DB.PrepareContext(ctx, `INSERT INTO messages
+		(message_id, sender, recipient, ts, ts_key, text, text_fold)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
+	if err != nil {
+		return fail(fmt.Errorf("sqlstore: preparing insert: %w", err))
+	}
+	go db.runWriter()
+	return db, nil
+}
+
+// Close stops taking inserts, commits every insert already queued, and closes
+// the database. Inserts after Close fail with msgsvc.ErrClosed.
+func (db *DB) Close() error {
+	db.once.Do(func() {
+		db.mu.Lock()
+		db.closed = true
+		close(db.queue)
+		db.mu.Unlock()
+		<-db.done
+		db.closeErr = errors.Join(db.insert.Close(), db.write.Close())
+		if db.read != db.write {
+			db.closeErr = errors.Join(db.closeErr, db.read.Close())
+		}
+	})
+	return db.closeErr
+}
+
+// Ping reports whether the database answers and its schema is migrated.
+func (db *DB) Ping(ctx context.Context) error {
+	var version sql.NullInt64
+	if err := db.read.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&version); err != nil {
+		return unavailable(err)
+	}
+	if int(version.Int64) != schemaVersion() {
+		return fmt.Errorf("%w: schema version %d, want %d", msgsvc.ErrUnavailable, version.Int64, schemaVersion())
+	}
+	return nil
+}
+
+// unavailable marks err as a store outage, so the handler answers 503.
+func unavailable(err error) error {
+	if err == nil || errors.Is(err, msgsvc.ErrUnavailable) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", msgsvc.ErrUnavailable, err)
+}
+
+// messageRow is one row of messages as List reads it.
+type messageRow struct {
+	MessageID string  `bun:"message_id"`
+	Sender    string  `bun:"sender"`
+	Recipient string  `bun:"recipient"`
+	TS        string  `bun:"ts"`
+	TSKey     string  `bun:"ts_key"`
+	Text      *string `bun:"text"`
+}
+
+// List returns one page of messages matching q, in list order, with the
+// exact total of the filters, from one consistent snapshot.
+func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
+	var page msgsvc.Page
+	filter := func(s *bun.SelectQuery) *bun.SelectQuery {
+		if q.From != "" {
+			s = s.Where("sender = ?", q.From)
+		}
+		if q.Since != nil {
+			s = s.Where("ts_key >= ?", msgsvc.InstantKey(*q.Since))
+		}
+		if q.Text != "" {
+			s = s.Where("instr(text_fold, ?) > 0", msgsvc.Fold(q.Text))
+		}
+		return s
+	}
+	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var rows []messageRow
+		sel := filter(tx.NewSelect().TableExpr("messages").
+			Column("message_id", "sender", "recipient", "ts", "ts_key", "text"))
+		if q.After != nil {
+			sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
+		}
+		// One row more than the page tells whether a next page exists.
+		err := sel.OrderExpr("ts_key, message_id").Limit(int64(q.Limit + 1)).Offset(int64(q.Offset)).Scan(ctx, &rows)
+		if err != nil {
+			return err
+		}
+		if len(rows) > q.Limit {
+			last := rows[q.Limit-1]
+			page.Next = &msgsvc.Position{Key: last.TSKey, MessageID: last.MessageID}
+			rows = rows[:q.Limit]
+		}
+		page.Messages = make([]msgsvc.Message, len(rows))
+		for i, r := range rows {
+			page.Messages[i] = msgsvc.Message{MessageID: r.MessageID, From: r.Sender, To: r.Recipient, TS: r.TS, Text: r.Text}
+		}
+		page.Total, err = db.count(ctx, tx, q, filter)
+		return err
+	})
+	if err != nil {
+		return msgsvc.Page{}, unavailable(err)
+	}
+	return page, nil
+}
+
+// count returns the exact number of matches of q's filters, from the
+// counters when they answer it.
+func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, filter func(*bun.SelectQuery) *bun.SelectQuery) (int64, error) {
+	var n int64
+	switch {
+	case q.From == "" && q.Since == nil && q.Text == "":
+		err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&n)
+		return n, err
+	case q.From != "" && q.Since == nil && q.Text == "":
+		err := tx.QueryRowContext(ctx, `SELECT n FROM senders WHERE sender = ?`, q.From).Scan(&n)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		return n, err
+	}
+	err := filter(tx.NewSelect().TableExpr("messages").ColumnExpr("count(*)")).Scan(ctx, &n)
+	return n, err
+}
+
+// Stats returns the exact statistics from the counters that every insert
+// transaction keeps.
+func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
+	var st msgsvc.Stats
+	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT messages, senders, first_ts, last_ts FROM totals WHERE id = 1`).
+			Scan(&st.TotalMessages, &st.SendersCount, &st.FirstTS, &st.LastTS)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT sender, n FROM senders ORDER BY n DESC, sender LIMIT 10`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var sc msgsvc.SenderCount
+			if err := rows.Scan(&sc.From, &sc.Count); err != nil {
+				return err
+			}
+			st.TopSenders = append(st.TopSenders, sc)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return msgsvc.Stats{}, unavailable(err)
+	}
+	return st, nil
+}
