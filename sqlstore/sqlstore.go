@@ -224,7 +224,7 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 			sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
 		}
 		// One row more than the page tells whether a next page exists.
-		err := sel.OrderExpr("ts_key, message_id").Limit(int64(q.Limit + 1)).Offset(int64(q.Offset)).Scan(ctx, &rows)
+		err := sel.OrderExpr("ts_key, message_id").Limit(int64(q.Limit+1)).Offset(int64(q.Offset)).Scan(ctx, &rows)
 		if err != nil {
 			return err
 		}
