@@ -103,14 +103,13 @@ func jsonError(body []byte, err error) FieldError {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
+	case len(bytes.TrimSpace(body)) == 0: // checked first: encoding/json calls it a syntax error
+		return FieldError{Loc: []any{"body"}, Type: "missing", Msg: "Field required"}
 	case errors.As(err, &syn):
 		return FieldError{Loc: []any{"body", syn.Offset}, Type: "json_invalid", Msg: "JSON decode error: " + syn.Error()}
 	case errors.As(err, &typ), err == nil: // err == nil: the body was JSON null
 		return FieldError{Loc: []any{"body"}, Type: "model_attributes_type",
 			Msg: "Input should be a valid dictionary or object to extract fields from"}
-	}
-	if len(bytes.TrimSpace(body)) == 0 {
-		return FieldError{Loc: []any{"body"}, Type: "missing", Msg: "Field required"}
 	}
 	return FieldError{Loc: []any{"body"}, Type: "json_invalid", Msg: "JSON decode error: " + err.Error()}
 }
@@ -160,6 +159,10 @@ func validateInto(ve *ValidationError, m Message, loc func(string) []any) {
 func checkField(ve *ValidationError, loc func(string) []any, name, v string) {
 	if hasNUL(v) {
 		ve.add(loc(name), "string_nul", "String should not contain the NUL character (U+0000)")
+		return
+	}
+	if !utf8.ValidString(v) { // only a Message built in Go can get here: JSON bodies are checked whole
+		ve.add(loc(name), "string_unicode", "Input should be a valid string: it is not valid UTF-8")
 		return
 	}
 	switch name {
@@ -343,6 +346,7 @@ func TimestampKey(ts string) string {
 	// ts is YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z, validated.
 	var b [30]byte
 	copy(b[:], ts[:19])
+	b[10] = 'T' // RFC 3339 allows a lowercase "t"; the key must not depend on it
 	b[19] = '.'
 	frac := ""
 	if len(ts) > 20 && ts[19] == '.' {

@@ -58,12 +58,20 @@ func ParseURL(databaseURL string) (Target, error) {
 	return Target{}, fmt.Errorf("%w: %q: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://...", ErrBadURL, databaseURL)
 }
 
+// readConns is the size of the read pool. More readers than cores keeps a
+// slow query (a text search) from holding up the quick ones behind it.
+const readConns = 8
+
 // DB is a msgsvc.Store on a SQL database. Open makes one; Close releases it.
 type DB struct {
 	write *bun.DB // one connection: the single writer
 	read  *bun.DB // read-only pool; the same as write for :memory:
 
-	insert *sql.Stmt
+	inserts map[int]*sql.Stmt // prepared multi-row INSERTs by row count; writer goroutine only
+
+	checkpoints    chan struct{} // a commit happened: the checkpointer has work
+	checkpointDone chan struct{}
+	checkpointDB   *sql.DB // nil for :memory:
 
 	queue    chan *insertRequest
 	mu       sync.RWMutex // held for writing only to close the queue
@@ -99,9 +107,16 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 			}
 		}
 	}
+	// SQLite reads a "file:" DSN as a URI and decodes %XX escapes in it, so
+	// '%' is escaped to keep the path literal.
+	uri := "file:" + strings.ReplaceAll(path, "%", "%25")
 	// Pragmas go in the DSN, so every connection the pool opens gets them.
-	writeDSN := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
-		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_txlock=immediate"
+	// The writer does no checkpoints itself (wal_autocheckpoint(0)): the
+	// checkpointer goroutine copies the WAL back on a connection of its own,
+	// so a commit waits only for its own WAL fsync.
+	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
+		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
+		"&_pragma=cache_size(-32000)&_txlock=immediate"
 	if memory {
 		writeDSN = ":memory:?_pragma=busy_timeout(5000)&_txlock=immediate"
 	}
@@ -114,10 +129,13 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	wsql.SetConnMaxLifetime(0)
 	wsql.SetConnMaxIdleTime(0)
 	db := &DB{
-		write:    bun.NewDB(wsql, sqlitedialect.New()),
-		queue:    make(chan *insertRequest, 4096),
-		done:     make(chan struct{}),
-		maxBatch: 2048,
+		write:          bun.NewDB(wsql, sqlitedialect.New()),
+		queue:          make(chan *insertRequest, 4096),
+		inserts:        map[int]*sql.Stmt{},
+		checkpoints:    make(chan struct{}, 1),
+		checkpointDone: make(chan struct{}),
+		done:           make(chan struct{}),
+		maxBatch:       2048,
 	}
 	fail := func(err error) (*DB, error) {
 		_ = db.write.Close()
@@ -135,21 +153,21 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
-		rsql, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-8000)")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
 		}
-		rsql.SetMaxOpenConns(4)
-		rsql.SetMaxIdleConns(4)
+		rsql.SetMaxOpenConns(readConns)
+		rsql.SetMaxIdleConns(readConns)
 		db.read = bun.NewDB(rsql, sqlitedialect.New())
-	}
-	db.insert, err = db.write.DB.PrepareContext(ctx, `INSERT INTO messages
-		(message_id, sender, recipient, ts, ts_key, text, text_fold)
-		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id) DO NOTHING`)
-	if err != nil {
-		return fail(fmt.Errorf("sqlstore: preparing insert: %w", err))
+		db.checkpointDB, err = sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)")
+		if err != nil {
+			return fail(fmt.Errorf("sqlstore: opening %s for checkpoints: %w", path, err))
+		}
+		db.checkpointDB.SetMaxOpenConns(1)
 	}
 	go db.runWriter()
+	go db.runCheckpointer()
 	return db, nil
 }
 
@@ -162,7 +180,16 @@ func (db *DB) Close() error {
 		close(db.queue)
 		db.mu.Unlock()
 		<-db.done
-		db.closeErr = errors.Join(db.insert.Close(), db.write.Close())
+		close(db.checkpoints)
+		<-db.checkpointDone
+		for _, st := range db.inserts {
+			db.closeErr = errors.Join(db.closeErr, st.Close())
+		}
+		if db.checkpointDB != nil {
+			db.closeErr = errors.Join(db.closeErr, db.checkpointDB.Close())
+		}
+		// Closing the last connection checkpoints the WAL into the file.
+		db.closeErr = errors.Join(db.closeErr, db.write.Close())
 		if db.read != db.write {
 			db.closeErr = errors.Join(db.closeErr, db.read.Close())
 		}
@@ -204,27 +231,10 @@ type messageRow struct {
 // exact total of the filters, from one consistent snapshot.
 func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 	var page msgsvc.Page
-	filter := func(s *bun.SelectQuery) *bun.SelectQuery {
-		if q.From != "" {
-			s = s.Where("sender = ?", q.From)
-		}
-		if q.Since != nil {
-			s = s.Where("ts_key >= ?", msgsvc.InstantKey(*q.Since))
-		}
-		if q.Text != "" {
-			s = s.Where("instr(text_fold, ?) > 0", msgsvc.Fold(q.Text))
-		}
-		return s
-	}
+	filter := listFilter(q)
 	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var rows []messageRow
-		sel := filter(tx.NewSelect().TableExpr("messages").
-			Column("message_id", "sender", "recipient", "ts", "ts_key", "text"))
-		if q.After != nil {
-			sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
-		}
-		// One row more than the page tells whether a next page exists.
-		err := sel.OrderExpr("ts_key, message_id").Limit(int64(q.Limit+1)).Offset(int64(q.Offset)).Scan(ctx, &rows)
+		err := pageQuery(tx, q).Scan(ctx, &rows)
 		if err != nil {
 			return err
 		}
@@ -246,6 +256,42 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 	return page, nil
 }
 
+// listFilter returns a function that adds q's filters (not its position) to
+// a query on messages.
+func listFilter(q msgsvc.Query) func(*bun.SelectQuery) *bun.SelectQuery {
+	return func(s *bun.SelectQuery) *bun.SelectQuery {
+		if q.From != "" {
+			s = s.Where("sender = ?", q.From)
+		}
+		if q.Since != nil {
+			s = s.Where("ts_key >= ?", msgsvc.InstantKey(*q.Since))
+		}
+		if q.Text != "" {
+			s = s.Where("instr(text_fold, ?) > 0", msgsvc.Fold(q.Text))
+		}
+		return s
+	}
+}
+
+// pageQuery builds the query for one page of List: the filters, the
+// position, the order, and one row more than the page, which tells whether
+// a next page exists.
+func pageQuery(idb bun.IDB, q msgsvc.Query) *bun.SelectQuery {
+	filters := q
+	if q.After != nil && q.Since != nil && q.After.Key >= msgsvc.InstantKey(*q.Since) {
+		// Every row after the position is at or after since. Without the
+		// redundant since bound, the index seeks to the position instead of
+		// reading every row from since up to it.
+		filters.Since = nil
+	}
+	sel := listFilter(filters)(idb.NewSelect().TableExpr("messages").
+		Column("message_id", "sender", "recipient", "ts", "ts_key", "text"))
+	if q.After != nil {
+		sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
+	}
+	return sel.OrderExpr("ts_key, message_id").Limit(int64(q.Limit + 1)).Offset(int64(q.Offset))
+}
+
 // count returns the exact number of matches of q's filters, from the
 // counters when they answer it.
 func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, filter func(*bun.SelectQuery) *bun.SelectQuery) (int64, error) {
@@ -265,17 +311,24 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, filter func(
 	return n, err
 }
 
+// The queries of Stats: a handful of rows of the counters, never a scan of
+// messages.
+const (
+	statsTotalsQuery     = `SELECT messages, senders, first_ts, last_ts FROM totals WHERE id = 1`
+	statsTopSendersQuery = `SELECT sender, n FROM senders ORDER BY n DESC, sender LIMIT 10`
+)
+
 // Stats returns the exact statistics from the counters that every insert
 // transaction keeps.
 func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	var st msgsvc.Stats
 	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.QueryRowContext(ctx, `SELECT messages, senders, first_ts, last_ts FROM totals WHERE id = 1`).
+		err := tx.QueryRowContext(ctx, statsTotalsQuery).
 			Scan(&st.TotalMessages, &st.SendersCount, &st.FirstTS, &st.LastTS)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT sender, n FROM senders ORDER BY n DESC, sender LIMIT 10`)
+		rows, err := tx.QueryContext(ctx, statsTopSendersQuery)
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,9 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -94,47 +96,76 @@ func (db *DB) commit(batch []*insertRequest) {
 
 func (db *DB) writeBatch(batch []*insertRequest) error {
 	ctx := context.Background() // one caller's cancellation must not fail the others
+	// Prepare the statements first: inside the transaction the writer's only
+	// connection is taken.
+	rows := 0
+	for _, req := range batch {
+		rows += len(req.msgs)
+	}
+	for _, n := range []int{min(rows, insertChunk), rows % insertChunk} {
+		if n > 0 {
+			if _, err := db.insertStmt(ctx, n); err != nil {
+				return err
+			}
+		}
+	}
 	tx, err := db.write.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlstore: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 
-	ins := tx.StmtContext(ctx, db.insert)
+	// Flatten the batch: rows[k] is message j of request i.
+	type ref struct{ req, msg int }
+	var refs []ref
+	for i, req := range batch {
+		req.created = make([]bool, len(req.msgs))
+		for j := range req.msgs {
+			refs = append(refs, ref{i, j})
+		}
+	}
+	msg := func(k int) *msgsvc.Message { return &batch[refs[k].req].msgs[refs[k].msg] }
+	for lo := 0; lo < len(refs); lo += insertChunk {
+		hi := min(lo+insertChunk, len(refs))
+		chunk := make([]*msgsvc.Message, hi-lo)
+		for k := lo; k < hi; k++ {
+			chunk[k-lo] = msg(k)
+		}
+		created, err := db.insertChunk(ctx, tx, chunk)
+		if err != nil {
+			return err
+		}
+		for k, c := range created {
+			if c {
+				r := refs[lo+k]
+				batch[r.req].created[r.msg] = true
+			}
+		}
+	}
+
 	var deltas []senderDelta
 	index := map[string]int{}
 	var first, last *msgsvc.Message
 	var firstKey, lastKey string
-	for _, req := range batch {
-		req.created = make([]bool, len(req.msgs))
-		for i := range req.msgs {
-			m := &req.msgs[i]
-			key := msgsvc.TimestampKey(m.TS)
-			var text, fold any
-			if m.Text != nil {
-				text, fold = *m.Text, msgsvc.Fold(*m.Text)
-			}
-			res, err := ins.ExecContext(ctx, m.MessageID, m.From, m.To, m.TS, key, text, fold)
-			if err != nil {
-				return fmt.Errorf("sqlstore: insert: %w", err)
-			}
-			if n, err := res.RowsAffected(); err != nil || n != 1 {
-				continue // a duplicate: the first write won
-			}
-			req.created[i] = true
-			j, ok := index[m.From]
-			if !ok {
-				j = len(deltas)
-				index[m.From] = j
-				deltas = append(deltas, senderDelta{sender: m.From})
-			}
-			deltas[j].n++
-			if first == nil || key < firstKey || (key == firstKey && m.MessageID < first.MessageID) {
-				first, firstKey = m, key
-			}
-			if last == nil || key > lastKey || (key == lastKey && m.MessageID > last.MessageID) {
-				last, lastKey = m, key
-			}
+	for k := range refs {
+		r := refs[k]
+		if !batch[r.req].created[r.msg] {
+			continue
+		}
+		m := msg(k)
+		j, ok := index[m.From]
+		if !ok {
+			j = len(deltas)
+			index[m.From] = j
+			deltas = append(deltas, senderDelta{sender: m.From})
+		}
+		deltas[j].n++
+		key := msgsvc.TimestampKey(m.TS)
+		if first == nil || key < firstKey || (key == firstKey && m.MessageID < first.MessageID) {
+			first, firstKey = m, key
+		}
+		if last == nil || key > lastKey || (key == lastKey && m.MessageID > last.MessageID) {
+			last, lastKey = m, key
 		}
 	}
 	if len(deltas) > 0 {
@@ -145,24 +176,114 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlstore: commit: %w", err)
 	}
+	db.afterCommit()
 	return nil
+}
+
+// insertChunk is the most rows one INSERT statement carries. Fewer, larger
+// statements cost far less per row than one statement a row.
+const insertChunk = 64
+
+// insertChunk inserts msgs with one multi-row INSERT ... ON CONFLICT DO
+// NOTHING RETURNING message_id and reports which of them were new. Of two
+// rows with the same id in one statement, SQLite inserts the first.
+func (db *DB) insertChunk(ctx context.Context, tx *sql.Tx, msgs []*msgsvc.Message) ([]bool, error) {
+	stmt, err := db.insertStmt(ctx, len(msgs))
+	if err != nil {
+		return nil, err
+	}
+	args := make([]any, 0, 7*len(msgs))
+	firstAt := make(map[string]int, len(msgs))
+	for i, m := range msgs {
+		var text, fold any
+		if m.Text != nil {
+			text, fold = *m.Text, msgsvc.Fold(*m.Text)
+		}
+		args = append(args, m.MessageID, m.From, m.To, m.TS, msgsvc.TimestampKey(m.TS), text, fold)
+		if _, seen := firstAt[m.MessageID]; !seen {
+			firstAt[m.MessageID] = i
+		}
+	}
+	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: insert: %w", err)
+	}
+	defer rows.Close()
+	created := make([]bool, len(msgs))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("sqlstore: insert: %w", err)
+		}
+		created[firstAt[id]] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("sqlstore: insert: %w", err)
+	}
+	return created, nil
+}
+
+// insertStmt returns the prepared INSERT for n rows. Only the writer
+// goroutine calls it, so the cache needs no lock.
+func (db *DB) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
+	if st := db.inserts[n]; st != nil {
+		return st, nil
+	}
+	var b strings.Builder
+	b.WriteString(`INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_fold) VALUES `)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?,?,?,?,?,?,?)`)
+	}
+	b.WriteString(` ON CONFLICT (message_id) DO NOTHING RETURNING message_id`)
+	st, err := db.write.DB.PrepareContext(ctx, b.String())
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: preparing insert: %w", err)
+	}
+	db.inserts[n] = st
+	return st, nil
 }
 
 // updateCounters adds a batch's new messages to the per-sender counts and
 // the totals, inside the batch's transaction.
 func updateCounters(ctx context.Context, tx *sql.Tx, deltas []senderDelta, first *msgsvc.Message, firstKey string, last *msgsvc.Message, lastKey string) error {
 	var messages, newSenders int64
-	for _, d := range deltas {
-		var n int64
-		err := tx.QueryRowContext(ctx, `INSERT INTO senders (sender, n) VALUES (?, ?)
-			ON CONFLICT (sender) DO UPDATE SET n = n + excluded.n RETURNING n`, d.sender, d.n).Scan(&n)
+	for lo := 0; lo < len(deltas); lo += insertChunk {
+		chunk := deltas[lo:min(lo+insertChunk, len(deltas))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO senders (sender, n) VALUES `)
+		args := make([]any, 0, 2*len(chunk))
+		want := make(map[string]int64, len(chunk))
+		for i, d := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`(?,?)`)
+			args = append(args, d.sender, d.n)
+			want[d.sender] = d.n
+			messages += d.n
+		}
+		b.WriteString(` ON CONFLICT (sender) DO UPDATE SET n = n + excluded.n RETURNING sender, n`)
+		rows, err := tx.QueryContext(ctx, b.String(), args...)
 		if err != nil {
-			return fmt.Errorf("sqlstore: counting sender: %w", err)
+			return fmt.Errorf("sqlstore: counting senders: %w", err)
 		}
-		if n == d.n {
-			newSenders++
+		for rows.Next() {
+			var sender string
+			var n int64
+			if err := rows.Scan(&sender, &n); err != nil {
+				rows.Close()
+				return fmt.Errorf("sqlstore: counting senders: %w", err)
+			}
+			if n == want[sender] {
+				newSenders++ // the count is what this batch added: a new sender
+			}
 		}
-		messages += d.n
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("sqlstore: counting senders: %w", err)
+		}
 	}
 	_, err := tx.ExecContext(ctx, `UPDATE totals SET messages = messages + ?, senders = senders + ?,
 		first_key = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?3 ELSE first_key END,

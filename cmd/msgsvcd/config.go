@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if v := getenv("DATABASE_URL"); v != "" {
 		if _, err := sqlstore.ParseURL(v); err != nil {
-			return c, &configError{"DATABASE_URL", v, "not a supported database URL: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://..."}
+			return c, &configError{"DATABASE_URL", redactURL(v), "not a supported database URL: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://..."}
 		}
 		c.databaseURL = v
 	}
@@ -88,4 +89,23 @@ func loadConfig(getenv func(string) string) (config, error) {
 		c.shutdownTimeout = d
 	}
 	return c, nil
+}
+
+// redactURL hides the password of a database URL, so that a mistyped
+// postgres://user:password@host URL does not print its password when it is
+// refused.
+func redactURL(v string) string {
+	u, err := url.Parse(v)
+	if err != nil {
+		if i := strings.LastIndex(v, "@"); i >= 0 {
+			return "xxxxx" + v[i:] // cannot tell the user from the password: hide both
+		}
+		return v
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			return u.Redacted()
+		}
+	}
+	return v
 }

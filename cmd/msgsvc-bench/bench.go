@@ -1,0 +1,324 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/msgsvc/msgsvc"
+)
+
+func runBench(ctx context.Context, o options, out io.Writer) error {
+	if o.daemon == "" {
+		return fmt.Errorf("-daemon is required: go build -o /tmp/msgsvcd ./cmd/msgsvcd")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if o.dir == "" {
+		o.dir, err = os.MkdirTemp("", "msgsvc-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(o.dir)
+	}
+	var rows []row
+	report := func(r row) {
+		rows = append(rows, r)
+		logf("%-34s %9.0f req/s  p50 %7s  p99 %7s  max %7s  errors %d",
+			r.name, r.res.throughput(), ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors)
+		if r.res.firstErr != nil {
+			logf("  first error: %v", r.res.firstErr)
+		}
+	}
+
+	if o.hold > 0 {
+		return holdDaemon(ctx, o)
+	}
+	// 1. The baseline: same handler, no storage.
+	logf("baseline: the handler on a store that keeps nothing")
+	base, err := startProc(self, []string{"-serve-baseline", "-secret", o.secret}, nil)
+	if err != nil {
+		return err
+	}
+	ing := newIngest(o, "base", base.addr)
+	baseRes, _ := runLoad(ctx, "ingest, no storage (baseline)", o.conns, o.duration, ing.next)
+	report(row{name: baseRes.name, res: baseRes, rss: base.peakRSS()})
+	if err := base.stop(); err != nil {
+		return err
+	}
+
+	// 2. Ingest on an empty store.
+	emptyURL := "sqlite:///" + filepath.Join(o.dir, "empty.db")
+	d, err := startDaemon(o, emptyURL)
+	if err != nil {
+		return err
+	}
+	ing = newIngest(o, "empty", d.addr)
+	res, _ := runLoad(ctx, "ingest, empty store", o.conns, o.duration, ing.next)
+	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput()})
+	if err := ing.check(d.addr, 0, res); err != nil {
+		return err
+	}
+	if err := d.stop(); err != nil {
+		return fmt.Errorf("daemon exit: %w", err)
+	}
+
+	// 3. Seed, then everything at scale.
+	bigURL := "sqlite:///" + filepath.Join(o.dir, "big.db")
+	var rate float64
+	if o.reuseSeed {
+		logf("reusing the seeded database in %s", o.dir)
+	} else {
+		logf("seeding %d messages", o.seed)
+		_ = os.Remove(filepath.Join(o.dir, "big.db"))
+		if rate, err = seed(ctx, bigURL, o.seed); err != nil {
+			return fmt.Errorf("seeding: %w", err)
+		}
+		logf("seeded %d messages at %.0f/s", o.seed, rate)
+	}
+	d, err = startDaemon(o, bigURL)
+	if err != nil {
+		return err
+	}
+	ing = newIngest(o, fmt.Sprintf("big%d", time.Now().Unix()), d.addr)
+	res, _ = runLoad(ctx, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
+	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput()})
+	if err := ing.check(d.addr, int64(o.seed), res); err != nil {
+		return err
+	}
+	q := newQueries(o, d.addr)
+	mixed, kinds := runLoad(ctx, "/messages mixed", o.queryConns, o.duration, q.nextMixed)
+	report(row{name: mixed.name, res: mixed, rss: d.peakRSS()})
+	for _, k := range queryKinds {
+		if r := kinds[k]; r != nil {
+			report(row{name: "  " + k, res: *r})
+		}
+	}
+	cur, _ := runLoad(ctx, "/messages cursor page, anywhere", o.queryConns, o.duration, q.nextCursor)
+	report(row{name: cur.name, res: cur, rss: d.peakRSS()})
+	stats, _ := runLoad(ctx, "/stats", o.queryConns, o.duration, q.nextStats)
+	report(row{name: stats.name, res: stats, rss: d.peakRSS()})
+	peak := d.peakRSS()
+	if err := d.stop(); err != nil {
+		return fmt.Errorf("daemon exit: %w", err)
+	}
+
+	fmt.Fprintf(out, "\nmsgsvc-bench: %d CPUs (%s), %s per workload, %d webhook connections (%.0f%% duplicates), %d query connections, %d seeded messages, load generator on the same machine\n\n",
+		runtime.NumCPU(), cpuModel(), o.duration, o.conns, 100*o.dupShare, o.queryConns, o.seed)
+	fmt.Fprintln(out, "| workload | req/s | × baseline | p50 ms | p99 ms | max ms | errors |")
+	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|")
+	for _, r := range rows {
+		ratio := ""
+		if r.ratio > 0 {
+			ratio = fmt.Sprintf("%.2f", r.ratio)
+		}
+		fmt.Fprintf(out, "| %s | %.0f | %s | %s | %s | %s | %d |\n", strings.TrimSpace(r.name), r.res.throughput(), ratio,
+			ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors)
+	}
+	fmt.Fprintf(out, "\nseeding rate: %.0f messages/s; daemon peak RSS (VmHWM): %.0f MiB\n", rate, peak)
+	return nil
+}
+
+type row struct {
+	name  string
+	res   result
+	rss   float64
+	ratio float64
+}
+
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64)
+}
+
+func cpuModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "model name"); ok {
+			return strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(rest), ":"))
+		}
+	}
+	return "unknown CPU"
+}
+
+func startDaemon(o options, dbURL string) (*proc, error) {
+	logf("starting msgsvcd on %s", dbURL)
+	return startProc(o.daemon, nil, []string{
+		"WEBHOOK_SECRET=" + o.secret, "ADDR=127.0.0.1:0", "DATABASE_URL=" + dbURL, "LOG_LEVEL=INFO",
+	})
+}
+
+// ingest drives signed webhooks: new ids, and a share of resends of ids the
+// same worker sent before.
+type ingest struct {
+	o      options
+	prefix string
+	url    string
+	vocab  []string
+	fresh  atomic.Int64 // requests with a new id answered 200
+	sent   []int        // per worker: new ids so far; only that worker touches its entry
+}
+
+func newIngest(o options, prefix, addr string) *ingest {
+	return &ingest{o: o, prefix: prefix, url: "http://" + addr + "/webhook", vocab: vocabulary(), sent: make([]int, o.conns)}
+}
+
+func (g *ingest) body(worker, n int) []byte {
+	r := rand.New(rand.NewPCG(uint64(worker), uint64(n)))
+	text := g.vocab[r.IntN(len(g.vocab))] + " " + g.vocab[r.IntN(len(g.vocab))] + " " + strconv.Itoa(n)
+	m := msgsvc.Message{
+		MessageID: fmt.Sprintf("%s-w%d-%d", g.prefix, worker, n),
+		From:      sender(r.IntN(senderPool)),
+		To:        "+14155550100",
+		TS:        time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(n) * time.Second).Format(time.RFC3339),
+		Text:      &text,
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func (g *ingest) next(worker, i int) (string, request) {
+	// New ids count up per worker; a duplicate resends an earlier id of
+	// the same worker.
+	r := rand.New(rand.NewPCG(uint64(worker)<<32|uint64(i), 7))
+	n := g.sent[worker]
+	dup := n > 0 && r.Float64() < g.o.dupShare
+	if dup {
+		n = r.IntN(n)
+	} else {
+		g.sent[worker]++
+	}
+	body := g.body(worker, n)
+	sig := msgsvc.Sign([]byte(g.o.secret), body)
+	return "webhook", func(ctx context.Context, c *http.Client) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, g.url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("X-Signature", sig)
+		req.Header.Set("Content-Type", "application/json")
+		err = do(c, req, http.StatusOK)
+		if err == nil && !dup {
+			g.fresh.Add(1)
+		}
+		return err
+	}
+}
+
+// check compares the daemon's exact total with the ids acknowledged: every
+// new id answered 200 must be stored once, and nothing else.
+func (g *ingest) check(addr string, before int64, res result) error {
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Total int64 `json:"total_messages"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return err
+	}
+	// A request cut off at the end of the run may still have committed.
+	want := before + g.fresh.Load()
+	logf("stored %d, acknowledged new ids %d (+%d before)", st.Total-before, g.fresh.Load(), before)
+	if res.errors == 0 && (st.Total < want || st.Total > want+int64(g.o.conns)) {
+		return fmt.Errorf("stats total %d, want %d acknowledged (up to %d more cut off in flight)", st.Total, want, g.o.conns)
+	}
+	return nil
+}
+
+var queryKinds = []string{"offset page", "from", "since", "q", "from+q", "cursor page"}
+
+// queries drives GET /messages and GET /stats over the seeded store.
+type queries struct {
+	o     options
+	base  string
+	vocab []string
+}
+
+func newQueries(o options, addr string) *queries {
+	return &queries{o: o, base: "http://" + addr, vocab: vocabulary()}
+}
+
+func (q *queries) get(path string, v url.Values) request {
+	u := q.base + path
+	if len(v) > 0 {
+		u += "?" + v.Encode()
+	}
+	return func(ctx context.Context, c *http.Client) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		return do(c, req, http.StatusOK)
+	}
+}
+
+func (q *queries) nextMixed(worker, i int) (string, request) {
+	r := rand.New(rand.NewPCG(uint64(worker)<<32|uint64(i), 11))
+	kind := queryKinds[(worker+i)%len(queryKinds)]
+	v := url.Values{}
+	word := q.vocab[r.IntN(len(q.vocab))]
+	switch kind {
+	case "offset page":
+		v.Set("offset", strconv.Itoa(r.IntN(10_000)))
+	case "from":
+		v.Set("from", sender(int(float64(senderPool)*r.Float64()*r.Float64())))
+	case "since":
+		v.Set("since", seedStart.Add(time.Duration(r.IntN(q.o.seed))*seedStep).Format(time.RFC3339))
+	case "q":
+		if r.IntN(4) == 0 {
+			word = "rare" + strconv.Itoa(1000*r.IntN(max(q.o.seed/1000, 1))+1)
+		}
+		v.Set("q", strings.ToUpper(word))
+	case "from+q":
+		v.Set("from", sender(int(float64(senderPool)*r.Float64()*r.Float64())))
+		v.Set("q", word)
+	case "cursor page":
+		return kind, q.cursorAt(r.IntN(max(q.o.seed, 1)))
+	}
+	return kind, q.get("/messages", v)
+}
+
+func (q *queries) cursorAt(i int) request {
+	v := url.Values{}
+	v.Set("cursor", msgsvc.EncodeCursor(seedPosition(i, q.vocab)))
+	return q.get("/messages", v)
+}
+
+func (q *queries) nextCursor(worker, i int) (string, request) {
+	r := rand.New(rand.NewPCG(uint64(worker)<<32|uint64(i), 13))
+	return "cursor", q.cursorAt(r.IntN(max(q.o.seed, 1)))
+}
+
+func (q *queries) nextStats(int, int) (string, request) {
+	return "stats", q.get("/stats", nil)
+}
+
+// holdDaemon runs only webhook ingest against the seeded database for
+// o.hold, for profiling the daemon from outside (perf, pprof).
+func holdDaemon(ctx context.Context, o options) error {
+	d, err := startDaemon(o, "sqlite:///"+filepath.Join(o.dir, "big.db"))
+	if err != nil {
+		return err
+	}
+	logf("daemon pid %d on %s", d.cmd.Process.Pid, d.addr)
+	ing := newIngest(o, fmt.Sprintf("hold%d", time.Now().Unix()), d.addr)
+	res, _ := runLoad(ctx, "ingest", o.conns, o.hold, ing.next)
+	logf("ingest: %.0f req/s p50 %s p99 %s errors %d", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors)
+	return d.stop()
+}

@@ -1,0 +1,78 @@
+// Command msgsvc-bench measures msgsvcd end to end over real HTTP on this
+// machine and prints a table of throughput and latency per workload.
+//
+// It builds nothing itself: give it the daemon binary with -daemon. In one run
+// it measures
+//   - a baseline: the msgsvc handler on a store that keeps nothing, so HMAC,
+//     JSON, validation, logging and metrics cost the same as in the daemon;
+//   - signed webhook ingest on an empty store, at -conns connections, with a
+//     share of duplicates;
+//   - the same after seeding -seed messages straight into the database;
+//   - a mixed GET /messages load and GET /stats over the seeded store;
+//
+// and prints each against the baseline, because only ratios from one run on
+// a shared machine compare. The daemon's peak RSS (VmHWM) is read from /proc.
+//
+//	go build -o /tmp/msgsvcd ./cmd/msgsvcd
+//	go run ./cmd/msgsvc-bench -daemon /tmp/msgsvcd -seed 1000000
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	daemon     string
+	dir        string
+	seed       int
+	conns      int
+	queryConns int
+	duration   time.Duration
+	dupShare   float64
+	secret     string
+	reuseSeed  bool
+	hold       time.Duration
+	baseline   bool // internal: serve the baseline handler
+	addr       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.daemon, "daemon", "", "path to a built msgsvcd binary (required)")
+	flag.StringVar(&o.dir, "dir", "", "folder for the benchmark databases (default: a new temporary folder, removed afterwards)")
+	flag.IntVar(&o.seed, "seed", 1_000_000, "messages to seed before the at-scale workloads")
+	flag.IntVar(&o.conns, "conns", 64, "connections for webhook ingest")
+	flag.IntVar(&o.queryConns, "query-conns", 8, "connections for the query workloads")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long each workload runs")
+	flag.Float64Var(&o.dupShare, "dup", 0.1, "share of webhooks that resend an id already sent")
+	flag.StringVar(&o.secret, "secret", "bench-secret", "webhook secret")
+	flag.BoolVar(&o.reuseSeed, "reuse-seed", false, "reuse big.db already seeded in -dir instead of seeding again")
+	flag.DurationVar(&o.hold, "ingest-only", 0, "only drive webhook ingest against big.db in -dir for this long (for profiling)")
+	flag.BoolVar(&o.baseline, "serve-baseline", false, "internal: serve the no-storage baseline and exit on SIGTERM")
+	flag.StringVar(&o.addr, "addr", "127.0.0.1:0", "internal: listen address of -serve-baseline")
+	flag.Parse()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	if o.baseline {
+		err = serveBaseline(ctx, o.addr, o.secret, os.Stdout)
+	} else {
+		err = runBench(ctx, o, os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "msgsvc-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// logf prints progress to stderr, so stdout keeps only the results.
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

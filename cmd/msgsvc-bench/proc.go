@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// proc is a server process under test.
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+	done chan error
+}
+
+// startProc runs path with args and extra environment, and waits for the
+// JSON log line {"msg":"listening","addr":...} on its stdout. The rest of its
+// stdout is read and dropped, as a log shipper would.
+func startProc(path string, args []string, env []string) (*proc, error) {
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &proc{cmd: cmd, done: make(chan error, 1)}
+	addrc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" {
+				addrc <- line.Addr
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+		p.done <- cmd.Wait()
+	}()
+	select {
+	case p.addr = <-addrc:
+		return p, nil
+	case err := <-p.done:
+		return nil, fmt.Errorf("%s exited before listening: %v", path, err)
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("%s did not start listening within 30s", path)
+	}
+}
+
+// peakRSS returns the process's peak resident set size (VmHWM) in MiB.
+func (p *proc) peakRSS() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// stop sends SIGTERM and waits for a graceful exit.
+func (p *proc) stop() error {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(60 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("pid %d did not stop within 60s of SIGTERM", p.cmd.Process.Pid)
+	}
+}
