@@ -3,6 +3,7 @@ package msgsvc
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -97,7 +98,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var rl requestLog
 
 	path := unmatchedPath
-	if rt := h.routes[r.URL.Path]; rt == nil {
+	rt := h.routes[r.URL.Path]
+	if rt == nil {
 		writeDetail(sw, http.StatusNotFound, "Not Found")
 	} else if serve := rt.methods[r.Method]; serve == nil {
 		sw.Header().Set("Allow", rt.allow)
@@ -112,10 +114,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rl.result != "" {
 		h.metrics.webhook[rl.result].Inc()
 	}
-	h.logRequest(r, id, sw.status, latency, path, &rl)
+	logged := path
+	if rt != nil {
+		logged = rt.path // a 405 on one of our paths: safe to name
+	}
+	h.logRequest(r, id, sw.status, latency, logged, &rl)
 }
 
 // logRequest writes the request's one log line, at the contract's level.
+// path is the route's path, or "unmatched": a client can put anything in an
+// unknown path, a phone number included, and logs must carry none.
 func (h *Handler) logRequest(r *http.Request, id string, status int, latency float64, path string, rl *requestLog) {
 	level := slog.LevelInfo
 	switch {
@@ -132,11 +140,11 @@ func (h *Handler) logRequest(r *http.Request, id string, status int, latency flo
 	attrs = append(attrs,
 		slog.String("request_id", id),
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		slog.String("path", path),
 		slog.Int("status", status),
 		slog.Float64("latency_ms", latency),
 	)
-	if path == "/webhook" && r.Method == http.MethodPost {
+	if path == "/webhook" && r.Method == http.MethodPost && rl.result != "" {
 		if rl.messageID != "" {
 			attrs = append(attrs, slog.String("message_id", rl.messageID))
 		}
@@ -323,6 +331,11 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, buf *bytes.Bu
 	if r.ContentLength > 0 {
 		buf.Grow(int(r.ContentLength))
 	}
+	// MaxBytesReader wants the server's own writer: over the limit it tells
+	// the server to close the connection instead of reading the rest.
+	if sw, ok := w.(*statusWriter); ok {
+		w = sw.ResponseWriter
+	}
 	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody))
 	return err
 }
@@ -345,7 +358,8 @@ func (h *Handler) putBuffer(b *bytes.Buffer) {
 // serveVerify answers the WhatsApp Cloud API subscription handshake.
 func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, _ *requestLog) {
 	q := r.URL.Query()
-	if q.Get("hub.mode") != "subscribe" || q.Get("hub.verify_token") != h.verifyToken {
+	token := q.Get("hub.verify_token")
+	if q.Get("hub.mode") != "subscribe" || subtle.ConstantTimeCompare([]byte(token), []byte(h.verifyToken)) != 1 {
 		writeDetail(w, http.StatusForbidden, "Forbidden")
 		return
 	}

@@ -208,10 +208,16 @@ func IsE164(s string) bool {
 // seconds run 00 to 59. Its error is a sentence fit for a 422 answer.
 func ParseTimestamp(ts string) (time.Time, error) {
 	t, rest, err := parseDateTime(ts)
-	if err == nil && rest != "Z" {
+	switch {
+	case err != nil:
+	case ts[10] != 'T':
+		err = errors.New("the date and time must be separated by an uppercase T")
+	case rest != "Z":
 		err = errors.New("must end in an uppercase Z (UTC)")
 	}
 	if err != nil {
+		// The message is shown to clients as a pydantic-style sentence.
+		//lint:ignore ST1005 a 422 "msg" starts with a capital, as FastAPI's do
 		return time.Time{}, fmt.Errorf("Input should be a UTC timestamp like 2025-01-15T10:00:00Z: %w", err)
 	}
 	return t, nil

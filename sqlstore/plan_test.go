@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -91,7 +92,7 @@ func TestListPlans(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.q.Limit = 50
-			query := pageQuery(db.read, c.q).String()
+			query := pageSQL(db, c.q)
 			plan := queryPlan(t, db, query)
 			t.Logf("%s\n%s", query, strings.Join(plan, "\n"))
 			checkPagePlan(t, c.q, query, plan, c.want)
@@ -136,7 +137,7 @@ func TestCountPlans(t *testing.T) {
 		{"from+q", msgsvc.Query{From: "+919876543210", Text: "x"}, senderIndex},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			sel := listFilter(c.q)(db.read.NewSelect().TableExpr("messages").ColumnExpr("count(*)"))
+			sel := listFilter(c.q, textSearch{})(db.read.NewSelect().TableExpr("messages").ColumnExpr("count(*)"))
 			query := sel.String()
 			checkPlan(t, query, queryPlan(t, db, query), c.want)
 		})
@@ -232,7 +233,45 @@ func TestPlansWithData(t *testing.T) {
 		{msgsvc.Query{From: "+919876500003", Text: "hello"}, fromTextPagePlan},
 	} {
 		c.q.Limit = 50
-		query := pageQuery(db.read, c.q).String()
+		query := pageSQL(db, c.q)
 		checkPagePlan(t, c.q, query, queryPlan(t, db, query), c.want)
+	}
+}
+
+// pageSQL builds the page query for q as List does when q has many matches:
+// the search index tested while walking the list order.
+func pageSQL(db *DB, q msgsvc.Query) string {
+	search := textSearch{mode: searchScan}
+	if q.Text != "" && q.From == "" && utf8.RuneCountInString(q.Text) >= 3 {
+		search.mode = searchIndexWalk
+	}
+	return pageQuery(db.read, q, search).String()
+}
+
+// TestSearchPlans checks the two ways the trigram index serves q: few
+// matches are fetched by rowid (no scan of messages), many are tested while
+// walking the list-order index (no sort).
+func TestSearchPlans(t *testing.T) {
+	db, _ := openFile(t)
+	since := time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)
+	for _, q := range []msgsvc.Query{
+		{Text: "école", Limit: 50},
+		{Text: "école", Since: &since, Limit: 50},
+	} {
+		sorted := pageQuery(db.read, q, textSearch{mode: searchIndexSorted}).String()
+		plan := queryPlan(t, db, sorted)
+		checkNoFullScan(t, sorted, plan)
+		if !matchesAnyLine(regexp.MustCompile(`VIRTUAL TABLE INDEX`), plan) ||
+			!matchesAnyLine(regexp.MustCompile(`INTEGER PRIMARY KEY`), plan) {
+			t.Errorf("sorted search is not driven by the index's rowids:\n%s\n%s", sorted, strings.Join(plan, "\n"))
+		}
+		walk := pageQuery(db.read, q, textSearch{mode: searchIndexWalk}).String()
+		plan = queryPlan(t, db, walk)
+		if !matchesAnyLine(regexp.MustCompile(`messages_ts_key`), plan) || matchesAnyLine(regexp.MustCompile(`TEMP B-TREE`), plan) {
+			t.Errorf("walking search does not follow the list order:\n%s\n%s", walk, strings.Join(plan, "\n"))
+		}
+		count := listFilter(q, textSearch{mode: searchIndexSorted})(db.read.NewSelect().TableExpr("messages").ColumnExpr("count(*)")).String()
+		plan = queryPlan(t, db, count)
+		checkNoFullScan(t, count, plan)
 	}
 }

@@ -39,6 +39,27 @@ var sqliteMigrations = []string{
 		last_key  TEXT, last_id  TEXT, last_ts  TEXT
 	);
 	INSERT INTO totals (id, messages, senders) VALUES (1, 0, 0);`,
+
+	// A trigram index of the folded text for q (see search.go). Messages
+	// are never updated or deleted, so an insert trigger keeps it whole.
+	`CREATE VIRTUAL TABLE messages_fts USING fts5 (
+		text_fold, content = 'messages', content_rowid = 'id',
+		tokenize = 'trigram case_sensitive 1'
+	);
+	CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages
+	WHEN new.text_fold IS NOT NULL BEGIN
+		INSERT INTO messages_fts (rowid, text_fold) VALUES (new.id, new.text_fold);
+	END;
+	INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');`,
+
+	// Messages per hour of their instant, kept by the insert transaction, so
+	// the total of a since filter sums whole hours and counts rows in one
+	// hour only.
+	`CREATE TABLE ts_hours (
+		hour TEXT PRIMARY KEY, -- the first 13 characters of ts_key: YYYY-MM-DDTHH
+		n    INTEGER NOT NULL
+	) WITHOUT ROWID;
+	INSERT INTO ts_hours (hour, n) SELECT substr(ts_key, 1, 13), count(*) FROM messages GROUP BY 1;`,
 }
 
 // schemaVersion is the version a fully migrated database reports.

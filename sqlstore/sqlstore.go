@@ -55,7 +55,7 @@ func ParseURL(databaseURL string) (Target, error) {
 	case strings.HasPrefix(databaseURL, "postgres://"), strings.HasPrefix(databaseURL, "postgresql://"):
 		return Target{Driver: "postgres"}, nil
 	}
-	return Target{}, fmt.Errorf("%w: %q: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://...", ErrBadURL, databaseURL)
+	return Target{}, fmt.Errorf("%w: %q: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://", ErrBadURL, databaseURL)
 }
 
 // readConns is the size of the read pool. More readers than cores keeps a
@@ -116,7 +116,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// so a commit waits only for its own WAL fsync.
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
-		"&_pragma=cache_size(-32000)&_txlock=immediate"
+		"&_pragma=cache_size(-16000)&_txlock=immediate"
 	if memory {
 		writeDSN = ":memory:?_pragma=busy_timeout(5000)&_txlock=immediate"
 	}
@@ -153,7 +153,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
-		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-8000)")
+		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-4000)")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
 		}
@@ -231,11 +231,20 @@ type messageRow struct {
 // exact total of the filters, from one consistent snapshot.
 func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 	var page msgsvc.Page
-	filter := listFilter(q)
+	if q.Limit < 1 || q.Limit > msgsvc.MaxLimit {
+		q.Limit = min(max(q.Limit, 0), msgsvc.MaxLimit)
+		if q.Limit == 0 {
+			q.Limit = msgsvc.DefaultLimit
+		}
+	}
+	q.Offset = max(q.Offset, 0)
 	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var rows []messageRow
-		err := pageQuery(tx, q).Scan(ctx, &rows)
+		search, err := planSearch(ctx, tx, q)
 		if err != nil {
+			return err
+		}
+		var rows []messageRow
+		if err := pageQuery(tx, q, search).Scan(ctx, &rows); err != nil {
 			return err
 		}
 		if len(rows) > q.Limit {
@@ -247,7 +256,7 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 		for i, r := range rows {
 			page.Messages[i] = msgsvc.Message{MessageID: r.MessageID, From: r.Sender, To: r.Recipient, TS: r.TS, Text: r.Text}
 		}
-		page.Total, err = db.count(ctx, tx, q, filter)
+		page.Total, err = db.count(ctx, tx, q, search)
 		return err
 	})
 	if err != nil {
@@ -257,8 +266,8 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 }
 
 // listFilter returns a function that adds q's filters (not its position) to
-// a query on messages.
-func listFilter(q msgsvc.Query) func(*bun.SelectQuery) *bun.SelectQuery {
+// a query on messages, with q's text searched as search says.
+func listFilter(q msgsvc.Query, search textSearch) func(*bun.SelectQuery) *bun.SelectQuery {
 	return func(s *bun.SelectQuery) *bun.SelectQuery {
 		if q.From != "" {
 			s = s.Where("sender = ?", q.From)
@@ -267,7 +276,7 @@ func listFilter(q msgsvc.Query) func(*bun.SelectQuery) *bun.SelectQuery {
 			s = s.Where("ts_key >= ?", msgsvc.InstantKey(*q.Since))
 		}
 		if q.Text != "" {
-			s = s.Where("instr(text_fold, ?) > 0", msgsvc.Fold(q.Text))
+			s = search.where(s, q.Text)
 		}
 		return s
 	}
@@ -276,7 +285,7 @@ func listFilter(q msgsvc.Query) func(*bun.SelectQuery) *bun.SelectQuery {
 // pageQuery builds the query for one page of List: the filters, the
 // position, the order, and one row more than the page, which tells whether
 // a next page exists.
-func pageQuery(idb bun.IDB, q msgsvc.Query) *bun.SelectQuery {
+func pageQuery(idb bun.IDB, q msgsvc.Query, search textSearch) *bun.SelectQuery {
 	filters := q
 	if q.After != nil && q.Since != nil && q.After.Key >= msgsvc.InstantKey(*q.Since) {
 		// Every row after the position is at or after since. Without the
@@ -284,7 +293,7 @@ func pageQuery(idb bun.IDB, q msgsvc.Query) *bun.SelectQuery {
 		// reading every row from since up to it.
 		filters.Since = nil
 	}
-	sel := listFilter(filters)(idb.NewSelect().TableExpr("messages").
+	sel := listFilter(filters, search)(idb.NewSelect().TableExpr("messages").
 		Column("message_id", "sender", "recipient", "ts", "ts_key", "text"))
 	if q.After != nil {
 		sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
@@ -293,8 +302,8 @@ func pageQuery(idb bun.IDB, q msgsvc.Query) *bun.SelectQuery {
 }
 
 // count returns the exact number of matches of q's filters, from the
-// counters when they answer it.
-func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, filter func(*bun.SelectQuery) *bun.SelectQuery) (int64, error) {
+// counters or the search index when they answer it alone.
+func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textSearch) (int64, error) {
 	var n int64
 	switch {
 	case q.From == "" && q.Since == nil && q.Text == "":
@@ -306,9 +315,40 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, filter func(
 			return 0, nil
 		}
 		return n, err
+	case q.From == "" && q.Since == nil && search.indexed():
+		return search.matches, nil
+	case q.From == "" && q.Text == "":
+		return countSince(ctx, tx, msgsvc.InstantKey(*q.Since))
 	}
-	err := filter(tx.NewSelect().TableExpr("messages").ColumnExpr("count(*)")).Scan(ctx, &n)
+	// Counting is driven by the search index when there is one: a rowid
+	// lookup a match beats testing every row.
+	if search.indexed() {
+		search.mode = searchIndexSorted
+	}
+	err := listFilter(q, search)(tx.NewSelect().TableExpr("messages").ColumnExpr("count(*)")).Scan(ctx, &n)
 	return n, err
+}
+
+// countSince counts messages at or after key: whole hours from ts_hours,
+// and the rows of key's own hour from the index.
+func countSince(ctx context.Context, tx bun.Tx, key string) (int64, error) {
+	const hourLen = len("YYYY-MM-DDTHH")
+	var whole, partial int64
+	if len(key) < hourLen { // a bound before year 1 or after 9999
+		if key > "9999" {
+			return 0, nil
+		}
+		err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&whole)
+		return whole, err
+	}
+	hour := key[:hourLen]
+	err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(n), 0) FROM ts_hours WHERE hour > ?`, hour).Scan(&whole)
+	if err != nil {
+		return 0, err
+	}
+	// Every key of that hour is below hour+";": the key goes on with ':'.
+	err = tx.QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE ts_key >= ? AND ts_key < ?`, key, hour+";").Scan(&partial)
+	return whole + partial, err
 }
 
 // The queries of Stats: a handful of rows of the counters, never a scan of

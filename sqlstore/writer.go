@@ -24,6 +24,13 @@ func (db *DB) Insert(ctx context.Context, msgs []msgsvc.Message) ([]bool, error)
 	if len(msgs) == 0 {
 		return nil, nil
 	}
+	// The handler validated already; a library caller may not have, and one
+	// bad message must fail its own call, not the writer.
+	for i := range msgs {
+		if err := msgsvc.ValidateMessage(msgs[i], nil); err != nil {
+			return nil, err
+		}
+	}
 	req := &insertRequest{msgs: msgs, done: make(chan struct{})}
 	db.mu.RLock()
 	if db.closed {
@@ -145,6 +152,7 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 
 	var deltas []senderDelta
 	index := map[string]int{}
+	hours := map[string]int64{}
 	var first, last *msgsvc.Message
 	var firstKey, lastKey string
 	for k := range refs {
@@ -161,6 +169,7 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 		}
 		deltas[j].n++
 		key := msgsvc.TimestampKey(m.TS)
+		hours[key[:len("YYYY-MM-DDTHH")]]++
 		if first == nil || key < firstKey || (key == firstKey && m.MessageID < first.MessageID) {
 			first, firstKey = m, key
 		}
@@ -170,6 +179,9 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	}
 	if len(deltas) > 0 {
 		if err := updateCounters(ctx, tx, deltas, first, firstKey, last, lastKey); err != nil {
+			return err
+		}
+		if err := updateHours(ctx, tx, hours); err != nil {
 			return err
 		}
 	}
@@ -296,6 +308,25 @@ func updateCounters(ctx context.Context, tx *sql.Tx, deltas []senderDelta, first
 		messages, newSenders, firstKey, first.MessageID, first.TS, lastKey, last.MessageID, last.TS)
 	if err != nil {
 		return fmt.Errorf("sqlstore: updating totals: %w", err)
+	}
+	return nil
+}
+
+// updateHours adds a batch's new messages to the per-hour counts.
+func updateHours(ctx context.Context, tx *sql.Tx, hours map[string]int64) error {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO ts_hours (hour, n) VALUES `)
+	args := make([]any, 0, 2*len(hours))
+	for hour, n := range hours {
+		if len(args) > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(`(?,?)`)
+		args = append(args, hour, n)
+	}
+	b.WriteString(` ON CONFLICT (hour) DO UPDATE SET n = n + excluded.n`)
+	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		return fmt.Errorf("sqlstore: counting hours: %w", err)
 	}
 	return nil
 }

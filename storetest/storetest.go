@@ -636,7 +636,7 @@ func (s suite) testConcurrentOverlappingIDs(t *testing.T) {
 			for _, c := range queues[w] {
 				created, err := st.Insert(context.Background(), c.msgs)
 				if err == nil && len(created) != len(c.msgs) {
-					err = fmt.Errorf("Insert of %d messages returned %d results", len(c.msgs), len(created))
+					err = fmt.Errorf("insert of %d messages returned %d results", len(c.msgs), len(created))
 				}
 				if err != nil {
 					errs <- err

@@ -62,7 +62,11 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	// 2. Ingest on an empty store.
-	emptyURL := "sqlite:///" + filepath.Join(o.dir, "empty.db")
+	emptyPath := filepath.Join(o.dir, "empty.db")
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		_ = os.Remove(emptyPath + suffix)
+	}
+	emptyURL := "sqlite:///" + emptyPath
 	d, err := startDaemon(o, emptyURL)
 	if err != nil {
 		return err
@@ -95,9 +99,13 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	ing = newIngest(o, fmt.Sprintf("big%d", time.Now().Unix()), d.addr)
+	before, err := statsTotal(d.addr)
+	if err != nil {
+		return err
+	}
 	res, _ = runLoad(ctx, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
 	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput()})
-	if err := ing.check(d.addr, int64(o.seed), res); err != nil {
+	if err := ing.check(d.addr, before, res); err != nil {
 		return err
 	}
 	q := newQueries(o, d.addr)
@@ -221,24 +229,31 @@ func (g *ingest) next(worker, i int) (string, request) {
 // check compares the daemon's exact total with the ids acknowledged: every
 // new id answered 200 must be stored once, and nothing else.
 func (g *ingest) check(addr string, before int64, res result) error {
-	resp, err := http.Get("http://" + addr + "/stats")
+	total, err := statsTotal(addr)
 	if err != nil {
 		return err
+	}
+	// A request cut off at the end of the run may still have committed.
+	want := before + g.fresh.Load()
+	logf("stored %d, acknowledged new ids %d (+%d before)", total-before, g.fresh.Load(), before)
+	if res.errors == 0 && (total < want || total > want+int64(g.o.conns)) {
+		return fmt.Errorf("stats total %d, want %d acknowledged (up to %d more cut off in flight)", total, want, g.o.conns)
+	}
+	return nil
+}
+
+// statsTotal reads total_messages from GET /stats.
+func statsTotal(addr string) (int64, error) {
+	resp, err := http.Get("http://" + addr + "/stats")
+	if err != nil {
+		return 0, err
 	}
 	defer resp.Body.Close()
 	var st struct {
 		Total int64 `json:"total_messages"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
-		return err
-	}
-	// A request cut off at the end of the run may still have committed.
-	want := before + g.fresh.Load()
-	logf("stored %d, acknowledged new ids %d (+%d before)", st.Total-before, g.fresh.Load(), before)
-	if res.errors == 0 && (st.Total < want || st.Total > want+int64(g.o.conns)) {
-		return fmt.Errorf("stats total %d, want %d acknowledged (up to %d more cut off in flight)", st.Total, want, g.o.conns)
-	}
-	return nil
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st.Total, err
 }
 
 var queryKinds = []string{"offset page", "from", "since", "q", "from+q", "cursor page"}
