@@ -28,7 +28,7 @@ type Handler struct {
 	log          *slog.Logger
 	metrics      *metrics
 	routes       map[string]*route
-	bodies       sync.Pool // *bytes.Buffer for webhook bodies
+	bodies       sync.Pool // *bytes.Buffer for webhook bodies and list answers
 }
 
 // route is one exact path and the methods it answers.
@@ -397,7 +397,11 @@ func (h *Handler) serveMessages(w http.ResponseWriter, r *http.Request, rl *requ
 		c := EncodeCursor(*page.Next)
 		resp.NextCursor = &c
 	}
-	writeJSON(w, http.StatusOK, resp)
+	buf := h.getBuffer()
+	defer h.putBuffer(buf)
+	b := appendListResponse(buf.AvailableBuffer(), &resp)
+	writeRaw(w, http.StatusOK, b)
+	buf.Write(b) // keeps a grown array with the buffer for the next answer
 }
 
 // Defaults and bounds of GET /messages.

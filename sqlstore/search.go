@@ -25,8 +25,9 @@ import (
 //
 // With the index, the page is read one of two ways, by how many rows match:
 // few matches are fetched by rowid and sorted; many are found by walking the
-// list order and testing each row against the matches, which stops after one
-// page. The count of the index query decides, and doubles as the total.
+// list order and testing each row with instr, which stops after one page
+// (with n matches among N rows, about (offset+limit)·N/n rows are tested).
+// The count of the index query decides, and doubles as the total.
 
 // searchMode says how a query tests q.
 type searchMode int
@@ -34,12 +35,13 @@ type searchMode int
 const (
 	searchScan        searchMode = iota // instr over text_fold
 	searchIndexSorted                   // rowids from the index, then sorted
-	searchIndexWalk                     // list order, each row tested against the index
+	searchIndexWalk                     // list order, each row tested with instr; the index counts
 )
 
-// sortedMatchesMax is the most matches fetched by rowid and sorted; past it,
-// walking the list order finds a page sooner.
-const sortedMatchesMax = 2000
+// sortedRowCost is what fetching and sorting one match by rowid costs,
+// against testing one row while walking the list order (measured: a rowid
+// fetch and sort step is a few times a walk step).
+const sortedRowCost = 4
 
 // textSearch is the plan for q in one List call.
 type textSearch struct {
@@ -63,11 +65,8 @@ func (s textSearch) where(sel *bun.SelectQuery, text string) *bun.SelectQuery {
 	switch s.mode {
 	case searchIndexSorted:
 		return sel.Where("id IN ("+ftsMatch+")", ftsPhrase(folded))
-	case searchIndexWalk:
-		// The unary + keeps the planner from driving the query by rowid,
-		// so it walks the list-order index and stops after one page.
-		return sel.Where("+id IN ("+ftsMatch+")", ftsPhrase(folded))
 	}
+	// searchScan, and searchIndexWalk, whose page walks the list order.
 	return sel.Where("instr(text_fold, ?) > 0", folded)
 }
 
@@ -100,7 +99,16 @@ func planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query) (textSearch, er
 		return textSearch{}, err
 	case q.From != "" && n >= senderRows:
 		return scan, nil // the sender's own rows are fewer than the matches
-	case n <= sortedMatchesMax || q.From != "":
+	case q.From != "":
+		return textSearch{mode: searchIndexSorted, matches: n}, nil
+	}
+	var rows int64
+	if err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&rows); err != nil {
+		return textSearch{}, err
+	}
+	// Matches are spread through the list order, so a walk from any start
+	// tests about this many rows before the page is full.
+	if walked := int64(q.Offset+q.Limit+1) * rows / max(n, 1); walked > sortedRowCost*n {
 		return textSearch{mode: searchIndexSorted, matches: n}, nil
 	}
 	return textSearch{mode: searchIndexWalk, matches: n}, nil

@@ -153,7 +153,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
-		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-4000)")
+		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-2000)")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
 		}

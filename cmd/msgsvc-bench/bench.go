@@ -186,7 +186,12 @@ func newIngest(o options, prefix, addr string) *ingest {
 
 func (g *ingest) body(worker, n int) []byte {
 	r := rand.New(rand.NewPCG(uint64(worker), uint64(n)))
-	text := g.vocab[r.IntN(len(g.vocab))] + " " + g.vocab[r.IntN(len(g.vocab))] + " " + strconv.Itoa(n)
+	word := wordPicker(r, g.vocab)
+	words := make([]string, 4+r.IntN(12))
+	for i := range words {
+		words[i] = word()
+	}
+	text := strings.Join(words, " ")
 	m := msgsvc.Message{
 		MessageID: fmt.Sprintf("%s-w%d-%d", g.prefix, worker, n),
 		From:      sender(r.IntN(senderPool)),
@@ -256,7 +261,11 @@ func statsTotal(addr string) (int64, error) {
 	return st.Total, err
 }
 
-var queryKinds = []string{"offset page", "from", "since", "q", "from+q", "cursor page"}
+// queryKinds are the parts of the mixed /messages load, in equal shares.
+// "q word" searches a word drawn uniformly from the vocabulary (most are
+// rare, as most words are); "q common" one of the 100 most used words;
+// "q rare" a term a thousandth of the messages carry.
+var queryKinds = []string{"offset page", "from", "since", "q word", "q common", "q rare", "from+q", "cursor page"}
 
 // queries drives GET /messages and GET /stats over the seeded store.
 type queries struct {
@@ -295,11 +304,12 @@ func (q *queries) nextMixed(worker, i int) (string, request) {
 		v.Set("from", sender(int(float64(senderPool)*r.Float64()*r.Float64())))
 	case "since":
 		v.Set("since", seedStart.Add(time.Duration(r.IntN(q.o.seed))*seedStep).Format(time.RFC3339))
-	case "q":
-		if r.IntN(4) == 0 {
-			word = "rare" + strconv.Itoa(1000*r.IntN(max(q.o.seed/1000, 1))+1)
-		}
+	case "q word":
 		v.Set("q", strings.ToUpper(word))
+	case "q common":
+		v.Set("q", q.vocab[r.IntN(100)])
+	case "q rare":
+		v.Set("q", "RARE"+strconv.Itoa(1000*r.IntN(max(q.o.seed/1000, 1))+1))
 	case "from+q":
 		v.Set("from", sender(int(float64(senderPool)*r.Float64()*r.Float64())))
 		v.Set("q", word)

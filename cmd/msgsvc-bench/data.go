@@ -22,17 +22,37 @@ const (
 
 var seedStart = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// vocabulary returns the words texts are made of: common ASCII words, a few
-// non-ASCII ones, and characters that must match literally.
+// vocabularySize is the number of distinct words texts are made of.
+const vocabularySize = 8000
+
+// vocabulary returns the words texts are made of, most frequent first: made-up
+// words of two to four syllables, with a few non-ASCII words and characters
+// that must match literally among the common ones.
 func vocabulary() []string {
-	words := []string{"école", "Привет", "नमस्ते", "straße", "ÉTÉ", "100%", "snake_case", `back\slash`}
-	syll := []string{"ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "po", "se", "da", "gu"}
-	for _, a := range syll {
-		for _, b := range syll {
-			words = append(words, a+b+"n")
+	syll := []string{"ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "po", "se", "da", "gu",
+		"be", "chi", "fa", "ho", "ju", "ly", "mo", "nu", "pe", "qi", "sa", "te"}
+	special := []string{"école", "Привет", "नमस्ते", "straße", "ÉTÉ", "100%", "snake_case", `back\slash`}
+	words := make([]string, 0, vocabularySize)
+	for i := 0; len(words) < vocabularySize; i++ {
+		if i >= 40 && i-40 < len(special) {
+			words = append(words, special[i-40])
+			continue
 		}
+		n := i*7919 + 13 // spread the syllables
+		w := ""
+		for k := 0; k < 2+i%3; k++ {
+			w += syll[n%len(syll)]
+			n /= len(syll)
+		}
+		words = append(words, w)
 	}
 	return words
+}
+
+// wordPicker draws words with Zipf's law, as natural text uses them.
+func wordPicker(r *rand.Rand, vocab []string) func() string {
+	z := rand.NewZipf(r, 1.1, 1, uint64(len(vocab)-1))
+	return func() string { return vocab[z.Uint64()] }
 }
 
 func sender(n int) string { return fmt.Sprintf("+9198%08d", n) }
@@ -55,12 +75,13 @@ func seedMessage(i int, vocab []string) msgsvc.Message {
 	}
 	if i%10 != 0 {
 		n := 4 + r.IntN(12)
+		word := wordPicker(r, vocab)
 		var b strings.Builder
 		for j := range n {
 			if j > 0 {
 				b.WriteByte(' ')
 			}
-			b.WriteString(vocab[r.IntN(len(vocab))])
+			b.WriteString(word())
 		}
 		if i%1000 == 1 {
 			fmt.Fprintf(&b, " rare%d", i) // a term that few messages carry
