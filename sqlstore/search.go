@@ -45,8 +45,9 @@ const sortedRowCost = 4
 
 // textSearch is the plan for q in one List call.
 type textSearch struct {
-	mode    searchMode
-	matches int64 // rows the index matched, when mode uses the index
+	mode      searchMode
+	matches   int64 // rows that match, when mode uses the index
+	indexedTo int64 // rows above this id are not in the index yet
 }
 
 func (s textSearch) indexed() bool { return s.mode != searchScan }
@@ -57,14 +58,17 @@ func ftsPhrase(folded string) string {
 	return `"` + strings.ReplaceAll(folded, `"`, `""`) + `"`
 }
 
-const ftsMatch = `SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?`
+// textMatches selects the ids of every match: those in the index, and those
+// of the unindexed tail, tested one by one.
+const textMatches = `SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?
+	UNION ALL SELECT id FROM messages WHERE id > ? AND instr(text_fold, ?) > 0`
 
 // where adds the q filter to s.
 func (s textSearch) where(sel *bun.SelectQuery, text string) *bun.SelectQuery {
 	folded := msgsvc.Fold(text)
 	switch s.mode {
 	case searchIndexSorted:
-		return sel.Where("id IN ("+ftsMatch+")", ftsPhrase(folded))
+		return sel.Where("id IN ("+textMatches+")", ftsPhrase(folded), s.indexedTo, folded)
 	}
 	// searchScan, and searchIndexWalk, whose page walks the list order.
 	return sel.Where("instr(text_fold, ?) > 0", folded)
@@ -91,16 +95,19 @@ func planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query) (textSearch, er
 			return textSearch{}, err
 		}
 	}
-	var n int64
-	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?`,
-		ftsPhrase(msgsvc.Fold(q.Text))).Scan(&n)
+	var indexedTo, n int64
+	folded := msgsvc.Fold(q.Text)
+	err := tx.QueryRowContext(ctx, `SELECT indexed_to,
+		(SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?) +
+		(SELECT count(*) FROM messages WHERE id > indexed_to AND instr(text_fold, ?) > 0)
+		FROM fts_state WHERE id = 1`, ftsPhrase(folded), folded).Scan(&indexedTo, &n)
 	switch {
 	case err != nil:
 		return textSearch{}, err
 	case q.From != "" && n >= senderRows:
 		return scan, nil // the sender's own rows are fewer than the matches
 	case q.From != "":
-		return textSearch{mode: searchIndexSorted, matches: n}, nil
+		return textSearch{mode: searchIndexSorted, matches: n, indexedTo: indexedTo}, nil
 	}
 	var rows int64
 	if err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&rows); err != nil {
@@ -109,7 +116,7 @@ func planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query) (textSearch, er
 	// Matches are spread through the list order, so a walk from any start
 	// tests about this many rows before the page is full.
 	if walked := int64(q.Offset+q.Limit+1) * rows / max(n, 1); walked > sortedRowCost*n {
-		return textSearch{mode: searchIndexSorted, matches: n}, nil
+		return textSearch{mode: searchIndexSorted, matches: n, indexedTo: indexedTo}, nil
 	}
-	return textSearch{mode: searchIndexWalk, matches: n}, nil
+	return textSearch{mode: searchIndexWalk, matches: n, indexedTo: indexedTo}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -57,7 +58,21 @@ func (db *DB) Insert(ctx context.Context, msgs []msgsvc.Message) ([]bool, error)
 func (db *DB) runWriter() {
 	defer close(db.done)
 	var batch []*insertRequest
-	for first := range db.queue {
+	idle := time.NewTimer(time.Hour)
+	defer idle.Stop()
+	for {
+		var first *insertRequest
+		select {
+		case req, ok := <-db.queue:
+			if !ok {
+				db.indexText(true) // leave the index whole for the next start
+				return
+			}
+			first = req
+		case <-idle.C:
+			db.indexText(true) // quiet: catch the search index up
+			continue
+		}
 		batch = append(batch[:0], first)
 		n := len(first.msgs)
 	drain:
@@ -78,6 +93,8 @@ func (db *DB) runWriter() {
 			close(req.done)
 		}
 		clear(batch)
+		db.indexText(false)
+		idle.Reset(indexIdle)
 	}
 }
 
