@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -81,6 +82,8 @@ type DB struct {
 	once     sync.Once
 
 	maxBatch int
+
+	searches chan struct{} // a slot per text search allowed to run at once
 }
 
 var _ msgsvc.Store = (*DB)(nil)
@@ -132,6 +135,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		write:          bun.NewDB(wsql, sqlitedialect.New()),
 		queue:          make(chan *insertRequest, 4096),
 		inserts:        map[int]*sql.Stmt{},
+		searches:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
 		done:           make(chan struct{}),
@@ -238,6 +242,16 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 		}
 	}
 	q.Offset = max(q.Offset, 0)
+	if q.Text != "" {
+		// Text searches are the expensive reads: they take turns, so the
+		// quick pages always find a core free.
+		select {
+		case db.searches <- struct{}{}:
+			defer func() { <-db.searches }()
+		case <-ctx.Done():
+			return msgsvc.Page{}, ctx.Err()
+		}
+	}
 	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		search, err := planSearch(ctx, tx, q)
 		if err != nil {
