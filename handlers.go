@@ -276,20 +276,15 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, rl *reque
 		return
 	}
 
-	msgs, ignored, err := h.parseDelivery(body)
+	m, err := ParseMessage(body)
 	if err != nil {
 		rl.result = ResultValidationError
 		writeValidation(w, err)
 		return
 	}
-	if ignored {
-		rl.result = ResultIgnored
-		writeRaw(w, http.StatusOK, okBody)
-		return
-	}
-	rl.messageID, rl.messages = msgs[0].MessageID, len(msgs)
+	rl.messageID, rl.messages = m.MessageID, 1
 
-	created, err := h.store.Insert(r.Context(), msgs)
+	created, err := h.store.Insert(r.Context(), []Message{m})
 	if err != nil {
 		rl.result, rl.err = ResultStoreError, err
 		writeStoreError(w, err)
@@ -302,16 +297,6 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, rl *reque
 		}
 	}
 	writeRaw(w, http.StatusOK, okBody)
-}
-
-// parseDelivery turns a verified body into the messages it carries. ignored
-// reports a delivery that carries nothing to store.
-func (h *Handler) parseDelivery(body []byte) (msgs []Message, ignored bool, err error) {
-	m, err := ParseMessage(body)
-	if err != nil {
-		return nil, false, err
-	}
-	return []Message{m}, false, nil
 }
 
 func writeValidation(w http.ResponseWriter, err error) {

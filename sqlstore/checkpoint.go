@@ -2,6 +2,7 @@ package sqlstore
 
 import (
 	"context"
+	"time"
 )
 
 // walRestartFrames is the WAL length, in frames (pages), past which the
@@ -9,6 +10,9 @@ import (
 // readers briefly, so the next commit starts the WAL from the beginning
 // again instead of letting it grow under sustained load.
 const walRestartFrames = 16384
+
+// checkpointPause is the least time between two checkpoints.
+const checkpointPause = 250 * time.Millisecond
 
 // afterCommit tells the checkpointer there is work, without ever blocking
 // the writer.
@@ -36,6 +40,13 @@ func (db *DB) runCheckpointer() {
 		mode = "PASSIVE"
 		if err == nil && log > walRestartFrames {
 			mode = "RESTART"
+		}
+		// A checkpoint ends with an fsync of the database file, which
+		// competes with the commits' own WAL fsyncs for the disk: at most
+		// a few a second leaves the disk to the commits.
+		select {
+		case <-time.After(checkpointPause):
+		case <-db.done: // closing: no more commits to wait for
 		}
 	}
 }
