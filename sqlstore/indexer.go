@@ -25,13 +25,15 @@ const (
 	indexIdle = 200 * time.Millisecond
 	// indexChunk bounds one indexing transaction, so inserts queued behind
 	// it wait for a bounded time.
-	indexChunk = 2048
+	indexChunk = 1024
 )
 
-// indexText adds unindexed rows to messages_fts: when indexEvery are
-// waiting, or any at all when force is set. Only the writer goroutine calls
-// it. A failure leaves the rows unindexed, which costs search time, not
-// correctness; the next call tries again.
+// indexText adds unindexed rows to messages_fts. Between batches (force
+// unset) it indexes one chunk once indexEvery rows wait, so inserts queued
+// behind it wait for one chunk at most; with force set it indexes all of
+// them. Only the writer goroutine calls it. A failure leaves the rows
+// unindexed, which costs search time, not correctness; the next call tries
+// again.
 func (db *DB) indexText(force bool) {
 	ctx := context.Background()
 	for {
@@ -46,6 +48,9 @@ func (db *DB) indexText(force bool) {
 			return
 		}
 		db.afterCommit()
+		if !force {
+			return
+		}
 	}
 }
 
