@@ -98,12 +98,6 @@ func (db *DB) runWriter() {
 	}
 }
 
-// senderDelta is what one batch adds to a sender's count.
-type senderDelta struct {
-	sender string
-	n      int64
-}
-
 // commit writes one batch in one transaction and commits it. Any error
 // fails every request of the batch and stores none of them: after an I/O
 // error SQLite may already have rolled the transaction back, and going on
@@ -120,13 +114,19 @@ func (db *DB) commit(batch []*insertRequest) {
 
 func (db *DB) writeBatch(batch []*insertRequest) error {
 	ctx := context.Background() // one caller's cancellation must not fail the others
+	// Flatten the batch, so one INSERT can carry rows of several requests.
+	var msgs []*msgsvc.Message
+	var created []*bool
+	for _, req := range batch {
+		req.created = make([]bool, len(req.msgs))
+		for j := range req.msgs {
+			msgs = append(msgs, &req.msgs[j])
+			created = append(created, &req.created[j])
+		}
+	}
 	// Prepare the statements first: inside the transaction the writer's only
 	// connection is taken.
-	rows := 0
-	for _, req := range batch {
-		rows += len(req.msgs)
-	}
-	for _, n := range []int{min(rows, insertChunk), rows % insertChunk} {
+	for _, n := range []int{min(len(msgs), rowsPerInsert), len(msgs) % rowsPerInsert} {
 		if n > 0 {
 			if _, err := db.insertStmt(ctx, n); err != nil {
 				return err
@@ -139,68 +139,22 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 
-	// Flatten the batch: rows[k] is message j of request i.
-	type ref struct{ req, msg int }
-	var refs []ref
-	for i, req := range batch {
-		req.created = make([]bool, len(req.msgs))
-		for j := range req.msgs {
-			refs = append(refs, ref{i, j})
-		}
-	}
-	msg := func(k int) *msgsvc.Message { return &batch[refs[k].req].msgs[refs[k].msg] }
-	for lo := 0; lo < len(refs); lo += insertChunk {
-		hi := min(lo+insertChunk, len(refs))
-		chunk := make([]*msgsvc.Message, hi-lo)
-		for k := lo; k < hi; k++ {
-			chunk[k-lo] = msg(k)
-		}
-		created, err := db.insertChunk(ctx, tx, chunk)
+	var t tally
+	for lo := 0; lo < len(msgs); lo += rowsPerInsert {
+		hi := min(lo+rowsPerInsert, len(msgs))
+		isNew, err := db.insertRows(ctx, tx, msgs[lo:hi])
 		if err != nil {
 			return err
 		}
-		for k, c := range created {
+		for k, c := range isNew {
 			if c {
-				r := refs[lo+k]
-				batch[r.req].created[r.msg] = true
+				*created[lo+k] = true
+				t.add(msgs[lo+k])
 			}
 		}
 	}
-
-	var deltas []senderDelta
-	index := map[string]int{}
-	hours := map[string]int64{}
-	var first, last *msgsvc.Message
-	var firstKey, lastKey string
-	for k := range refs {
-		r := refs[k]
-		if !batch[r.req].created[r.msg] {
-			continue
-		}
-		m := msg(k)
-		j, ok := index[m.From]
-		if !ok {
-			j = len(deltas)
-			index[m.From] = j
-			deltas = append(deltas, senderDelta{sender: m.From})
-		}
-		deltas[j].n++
-		key := msgsvc.TimestampKey(m.TS)
-		hours[key[:len("YYYY-MM-DDTHH")]]++
-		if first == nil || key < firstKey || (key == firstKey && m.MessageID < first.MessageID) {
-			first, firstKey = m, key
-		}
-		if last == nil || key > lastKey || (key == lastKey && m.MessageID > last.MessageID) {
-			last, lastKey = m, key
-		}
-	}
-	if len(deltas) > 0 {
-		if err := updateCounters(ctx, tx, deltas, first, firstKey, last, lastKey); err != nil {
-			return err
-		}
-		if err := updateHours(ctx, tx, hours); err != nil {
-			return err
-		}
+	if err := t.write(ctx, tx); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlstore: commit: %w", err)
@@ -209,14 +163,14 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	return nil
 }
 
-// insertChunk is the most rows one INSERT statement carries. Fewer, larger
-// statements cost far less per row than one statement a row.
-const insertChunk = 64
+// rowsPerInsert is the most rows one INSERT statement carries. Fewer,
+// larger statements cost far less per row than one statement a row.
+const rowsPerInsert = 64
 
-// insertChunk inserts msgs with one multi-row INSERT ... ON CONFLICT DO
+// insertRows inserts msgs with one multi-row INSERT ... ON CONFLICT DO
 // NOTHING RETURNING message_id and reports which of them were new. Of two
 // rows with the same id in one statement, SQLite inserts the first.
-func (db *DB) insertChunk(ctx context.Context, tx *sql.Tx, msgs []*msgsvc.Message) ([]bool, error) {
+func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, msgs []*msgsvc.Message) ([]bool, error) {
 	stmt, err := db.insertStmt(ctx, len(msgs))
 	if err != nil {
 		return nil, err
@@ -275,46 +229,59 @@ func (db *DB) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 	return st, nil
 }
 
-// updateCounters adds a batch's new messages to the per-sender counts and
-// the totals, inside the batch's transaction.
-func updateCounters(ctx context.Context, tx *sql.Tx, deltas []senderDelta, first *msgsvc.Message, firstKey string, last *msgsvc.Message, lastKey string) error {
-	var messages, newSenders int64
-	for lo := 0; lo < len(deltas); lo += insertChunk {
-		chunk := deltas[lo:min(lo+insertChunk, len(deltas))]
-		var b strings.Builder
-		b.WriteString(`INSERT INTO senders (sender, n) VALUES `)
-		args := make([]any, 0, 2*len(chunk))
-		want := make(map[string]int64, len(chunk))
-		for i, d := range chunk {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(`(?,?)`)
-			args = append(args, d.sender, d.n)
-			want[d.sender] = d.n
-			messages += d.n
-		}
-		b.WriteString(` ON CONFLICT (sender) DO UPDATE SET n = n + excluded.n RETURNING sender, n`)
-		rows, err := tx.QueryContext(ctx, b.String(), args...)
-		if err != nil {
-			return fmt.Errorf("sqlstore: counting senders: %w", err)
-		}
-		for rows.Next() {
-			var sender string
-			var n int64
-			if err := rows.Scan(&sender, &n); err != nil {
-				rows.Close()
-				return fmt.Errorf("sqlstore: counting senders: %w", err)
-			}
-			if n == want[sender] {
-				newSenders++ // the count is what this batch added: a new sender
-			}
-		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return fmt.Errorf("sqlstore: counting senders: %w", err)
-		}
+// tally is what one batch's new messages add to the counters.
+type tally struct {
+	senders     []senderDelta
+	senderIndex map[string]int
+	hours       map[string]int64 // by the first 13 characters of ts_key
+	messages    int64
+	first, last *msgsvc.Message
+	firstKey    string
+	lastKey     string
+}
+
+// senderDelta is what one batch adds to a sender's count.
+type senderDelta struct {
+	sender string
+	n      int64
+}
+
+func (t *tally) add(m *msgsvc.Message) {
+	if t.senderIndex == nil {
+		t.senderIndex, t.hours = map[string]int{}, map[string]int64{}
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE totals SET messages = messages + ?, senders = senders + ?,
+	j, ok := t.senderIndex[m.From]
+	if !ok {
+		j = len(t.senders)
+		t.senderIndex[m.From] = j
+		t.senders = append(t.senders, senderDelta{sender: m.From})
+	}
+	t.senders[j].n++
+	key := msgsvc.TimestampKey(m.TS)
+	t.hours[key[:len("YYYY-MM-DDTHH")]]++
+	t.messages++
+	if t.first == nil || key < t.firstKey || (key == t.firstKey && m.MessageID < t.first.MessageID) {
+		t.first, t.firstKey = m, key
+	}
+	if t.last == nil || key > t.lastKey || (key == t.lastKey && m.MessageID > t.last.MessageID) {
+		t.last, t.lastKey = m, key
+	}
+}
+
+// write adds the tally to senders, ts_hours and totals, inside the batch's
+// transaction.
+func (t *tally) write(ctx context.Context, tx *sql.Tx) error {
+	if t.messages == 0 {
+		return nil
+	}
+	newSenders, err := t.writeSenders(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if err := t.writeHours(ctx, tx); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE totals SET messages = messages + ?, senders = senders + ?,
 		first_key = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?3 ELSE first_key END,
 		first_ts  = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?5 ELSE first_ts END,
 		first_id  = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?4 ELSE first_id END,
@@ -322,19 +289,57 @@ func updateCounters(ctx context.Context, tx *sql.Tx, deltas []senderDelta, first
 		last_ts   = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?8 ELSE last_ts END,
 		last_id   = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?7 ELSE last_id END
 		WHERE id = 1`,
-		messages, newSenders, firstKey, first.MessageID, first.TS, lastKey, last.MessageID, last.TS)
+		t.messages, newSenders, t.firstKey, t.first.MessageID, t.first.TS, t.lastKey, t.last.MessageID, t.last.TS)
 	if err != nil {
 		return fmt.Errorf("sqlstore: updating totals: %w", err)
 	}
 	return nil
 }
 
-// updateHours adds a batch's new messages to the per-hour counts.
-func updateHours(ctx context.Context, tx *sql.Tx, hours map[string]int64) error {
+// writeSenders adds the per-sender counts and returns how many senders are
+// new: those whose count is now exactly what this batch added.
+func (t *tally) writeSenders(ctx context.Context, tx *sql.Tx) (newSenders int64, err error) {
+	for lo := 0; lo < len(t.senders); lo += rowsPerInsert {
+		chunk := t.senders[lo:min(lo+rowsPerInsert, len(t.senders))]
+		var b strings.Builder
+		b.WriteString(`INSERT INTO senders (sender, n) VALUES `)
+		args := make([]any, 0, 2*len(chunk))
+		for i, d := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(`(?,?)`)
+			args = append(args, d.sender, d.n)
+		}
+		b.WriteString(` ON CONFLICT (sender) DO UPDATE SET n = n + excluded.n RETURNING sender, n`)
+		rows, err := tx.QueryContext(ctx, b.String(), args...)
+		if err != nil {
+			return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
+		}
+		for rows.Next() {
+			var sender string
+			var n int64
+			if err := rows.Scan(&sender, &n); err != nil {
+				rows.Close()
+				return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
+			}
+			if n == t.senders[t.senderIndex[sender]].n {
+				newSenders++
+			}
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
+		}
+	}
+	return newSenders, nil
+}
+
+// writeHours adds the per-hour counts.
+func (t *tally) writeHours(ctx context.Context, tx *sql.Tx) error {
 	var b strings.Builder
 	b.WriteString(`INSERT INTO ts_hours (hour, n) VALUES `)
-	args := make([]any, 0, 2*len(hours))
-	for hour, n := range hours {
+	args := make([]any, 0, 2*len(t.hours))
+	for hour, n := range t.hours {
 		if len(args) > 0 {
 			b.WriteByte(',')
 		}
