@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -84,6 +85,8 @@ type DB struct {
 	maxBatch int
 
 	searches chan struct{} // a slot per text search allowed to run at once
+
+	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
 }
 
 var _ msgsvc.Store = (*DB)(nil)
@@ -201,7 +204,10 @@ func (db *DB) Close() error {
 	return db.closeErr
 }
 
-// Ping reports whether the database answers and its schema is migrated.
+// Ping reports whether the database answers and its schema is migrated,
+// and, after a write failed, whether writes succeed again: it then commits a
+// trivial write through the writer, so readiness follows a full disk or a
+// read-only file and recovers by itself when the fault clears.
 func (db *DB) Ping(ctx context.Context) error {
 	var version sql.NullInt64
 	if err := db.read.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&version); err != nil {
@@ -209,6 +215,11 @@ func (db *DB) Ping(ctx context.Context) error {
 	}
 	if int(version.Int64) != schemaVersion() {
 		return fmt.Errorf("%w: schema version %d, want %d", msgsvc.ErrUnavailable, version.Int64, schemaVersion())
+	}
+	if db.writeFailed.Load() {
+		if err := db.write1(ctx, &insertRequest{probe: true}); err != nil {
+			return unavailable(err)
+		}
 	}
 	return nil
 }

@@ -466,3 +466,43 @@ func TestInsertCanceledBeforeQueueing(t *testing.T) {
 		t.Errorf("%d stored, want %d", len(ids), cap(db.queue)+1)
 	}
 }
+
+// TestPingFollowsWriteFailures checks that readiness follows the writer: a
+// failing write makes Ping fail, and Ping recovers by itself, without a
+// restart, once writes succeed again.
+func TestPingFollowsWriteFailures(t *testing.T) {
+	db, _ := openFile(t)
+	ctx := context.Background()
+	text := "hello"
+	m := func(id string) []msgsvc.Message {
+		return []msgsvc.Message{{MessageID: id, From: "+12345", To: "+12346", TS: "2025-01-15T10:00:00Z", Text: &text}}
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("healthy Ping: %v", err)
+	}
+	// Every write transaction updates totals; failing that update stands in
+	// for a full disk or a read-only file.
+	if _, err := db.write.ExecContext(ctx, `CREATE TRIGGER totals_fail BEFORE UPDATE ON totals
+		BEGIN SELECT RAISE(ABORT, 'simulated write failure'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Insert(ctx, m("lost")); !errors.Is(err, msgsvc.ErrUnavailable) {
+		t.Fatalf("Insert during the fault: %v, want ErrUnavailable", err)
+	}
+	if err := db.Ping(ctx); !errors.Is(err, msgsvc.ErrUnavailable) {
+		t.Fatalf("Ping during the fault: %v, want ErrUnavailable", err)
+	}
+	if _, err := db.write.ExecContext(ctx, `DROP TRIGGER totals_fail`); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Ping(ctx); err != nil {
+		t.Fatalf("Ping after the fault cleared: %v", err)
+	}
+	if _, err := db.Insert(ctx, m("kept")); err != nil {
+		t.Fatalf("Insert after the fault cleared: %v", err)
+	}
+	page, err := db.List(ctx, msgsvc.Query{Limit: 10})
+	if err != nil || len(page.Messages) != 1 || page.Messages[0].MessageID != "kept" {
+		t.Fatalf("after recovery: %+v, %v; want only the acknowledged message", page.Messages, err)
+	}
+}
