@@ -21,6 +21,9 @@ type config struct {
 	verifyToken            string
 	maxBodyBytes           int64
 	shutdownTimeout        time.Duration
+	maxConnections         int
+	readHeaderTimeout      time.Duration
+	readTimeout            time.Duration
 }
 
 // configError names the variable whose value is bad. The daemon prints it
@@ -37,14 +40,17 @@ func (e *configError) Error() string {
 // as unset.
 func loadConfig(getenv func(string) string) (config, error) {
 	c := config{
-		secret:          getenv("WEBHOOK_SECRET"),
-		previousSecret:  getenv("WEBHOOK_SECRET_PREVIOUS"),
-		databaseURL:     "sqlite:///data/app.db",
-		addr:            ":8000",
-		logLevel:        slog.LevelInfo,
-		verifyToken:     getenv("WHATSAPP_VERIFY_TOKEN"),
-		maxBodyBytes:    1 << 20,
-		shutdownTimeout: 20 * time.Second,
+		secret:            getenv("WEBHOOK_SECRET"),
+		previousSecret:    getenv("WEBHOOK_SECRET_PREVIOUS"),
+		databaseURL:       "sqlite:///data/app.db",
+		addr:              ":8000",
+		logLevel:          slog.LevelInfo,
+		verifyToken:       getenv("WHATSAPP_VERIFY_TOKEN"),
+		maxBodyBytes:      1 << 20,
+		shutdownTimeout:   20 * time.Second,
+		maxConnections:    1024,
+		readHeaderTimeout: 5 * time.Second,
+		readTimeout:       30 * time.Second,
 	}
 	if v := getenv("DATABASE_URL"); v != "" {
 		if _, err := sqlstore.ParseURL(v); err != nil {
@@ -81,12 +87,28 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		c.maxBodyBytes = n
 	}
-	if v := getenv("SHUTDOWN_TIMEOUT"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return c, &configError{"SHUTDOWN_TIMEOUT", v, "not a positive duration like 20s"}
+	if v := getenv("MAX_CONNECTIONS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return c, &configError{"MAX_CONNECTIONS", v, "not a positive integer"}
 		}
-		c.shutdownTimeout = d
+		c.maxConnections = n
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Duration
+	}{
+		{"SHUTDOWN_TIMEOUT", &c.shutdownTimeout},
+		{"READ_HEADER_TIMEOUT", &c.readHeaderTimeout},
+		{"READ_TIMEOUT", &c.readTimeout},
+	} {
+		if v := getenv(d.name); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil || parsed <= 0 {
+				return c, &configError{d.name, v, "not a positive duration like 20s"}
+			}
+			*d.dst = parsed
+		}
 	}
 	return c, nil
 }

@@ -19,6 +19,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 		"empty": {
 			"WEBHOOK_SECRET": "", "WEBHOOK_SECRET_PREVIOUS": "", "DATABASE_URL": "", "ADDR": "",
 			"LOG_LEVEL": "", "WHATSAPP_VERIFY_TOKEN": "", "MAX_BODY_BYTES": "", "SHUTDOWN_TIMEOUT": "",
+			"MAX_CONNECTIONS": "", "READ_HEADER_TIMEOUT": "", "READ_TIMEOUT": "",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -27,11 +28,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 				t.Fatalf("loadConfig: %v", err)
 			}
 			want := config{
-				databaseURL:     "sqlite:///data/app.db",
-				addr:            ":8000",
-				logLevel:        slog.LevelInfo,
-				maxBodyBytes:    1 << 20,
-				shutdownTimeout: 20 * time.Second,
+				databaseURL:       "sqlite:///data/app.db",
+				addr:              ":8000",
+				logLevel:          slog.LevelInfo,
+				maxBodyBytes:      1 << 20,
+				shutdownTimeout:   20 * time.Second,
+				maxConnections:    1024,
+				readHeaderTimeout: 5 * time.Second,
+				readTimeout:       30 * time.Second,
 			}
 			if c != want {
 				t.Errorf("config = %+v, want %+v", c, want)
@@ -50,18 +54,24 @@ func TestLoadConfigValues(t *testing.T) {
 		"WHATSAPP_VERIFY_TOKEN":   "tok",
 		"MAX_BODY_BYTES":          "2048",
 		"SHUTDOWN_TIMEOUT":        "1m30s",
+		"MAX_CONNECTIONS":         "64",
+		"READ_HEADER_TIMEOUT":     "2s",
+		"READ_TIMEOUT":            "10s",
 	}))
 	if err != nil {
 		t.Fatalf("loadConfig: %v", err)
 	}
 	want := config{
 		secret: "s1", previousSecret: "s0",
-		databaseURL:     "sqlite:////var/lib/msgsvc/app.db",
-		addr:            "127.0.0.1:9000",
-		logLevel:        slog.LevelWarn,
-		verifyToken:     "tok",
-		maxBodyBytes:    2048,
-		shutdownTimeout: 90 * time.Second,
+		databaseURL:       "sqlite:////var/lib/msgsvc/app.db",
+		addr:              "127.0.0.1:9000",
+		logLevel:          slog.LevelWarn,
+		verifyToken:       "tok",
+		maxBodyBytes:      2048,
+		shutdownTimeout:   90 * time.Second,
+		maxConnections:    64,
+		readHeaderTimeout: 2 * time.Second,
+		readTimeout:       10 * time.Second,
 	}
 	if c != want {
 		t.Errorf("config = %+v, want %+v", c, want)
@@ -122,6 +132,13 @@ var badConfigs = []struct{ variable, value string }{
 	{"ADDR", "garbage"},
 	{"ADDR", "127.0.0.1:99999"},
 	{"ADDR", "127.0.0.1:nosuchport"},
+	{"MAX_CONNECTIONS", "0"},
+	{"MAX_CONNECTIONS", "-5"},
+	{"MAX_CONNECTIONS", "many"},
+	{"READ_HEADER_TIMEOUT", "0s"},
+	{"READ_HEADER_TIMEOUT", "soon"},
+	{"READ_TIMEOUT", "-1s"},
+	{"READ_TIMEOUT", "30"},
 }
 
 func TestLoadConfigRejects(t *testing.T) {

@@ -14,14 +14,12 @@ import (
 	"github.com/msgsvc/msgsvc/sqlstore"
 )
 
-// Server limits. ReadTimeout bounds a slow body, ReadHeaderTimeout a slow
-// header; requests are small, so both can be short.
+// Server limits besides the configurable ones (READ_HEADER_TIMEOUT bounds
+// a slow header, READ_TIMEOUT a slow body, MAX_CONNECTIONS a flood).
 const (
-	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 30 * time.Second
-	writeTimeout      = 30 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 64 << 10
+	writeTimeout   = 30 * time.Second
+	idleTimeout    = 120 * time.Second
+	maxHeaderBytes = 64 << 10
 )
 
 // run serves until ctx is cancelled, then shuts down gracefully: it stops
@@ -68,15 +66,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	srv := &http.Server{
 		Handler:           handler, // the handler routes exact paths itself; a ServeMux would redirect unclean ones
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
+		ReadHeaderTimeout: cfg.readHeaderTimeout,
+		ReadTimeout:       cfg.readTimeout,
 		WriteTimeout:      writeTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() { serveErr <- srv.Serve(newLimitListener(ln, cfg.maxConnections)) }()
 	log.Info("listening", slog.String("addr", ln.Addr().String()))
 
 	select {
