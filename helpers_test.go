@@ -46,7 +46,8 @@ func (b *syncBuffer) String() string {
 type fakeStore struct {
 	msgsvc.Store
 	pingErr, insertErr, readErr atomic.Pointer[error]
-	hangPing                    atomic.Bool // Ping waits for its context to end
+	hangPing                    atomic.Bool  // Ping waits for its context to end
+	calls                       atomic.Int64 // every call that reached the store
 }
 
 func (s *fakeStore) failPing(err error)   { s.pingErr.Store(&err) }
@@ -61,6 +62,7 @@ func loadErr(p *atomic.Pointer[error]) error {
 }
 
 func (s *fakeStore) Ping(ctx context.Context) error {
+	s.calls.Add(1)
 	if err := loadErr(&s.pingErr); err != nil {
 		return err
 	}
@@ -72,6 +74,7 @@ func (s *fakeStore) Ping(ctx context.Context) error {
 }
 
 func (s *fakeStore) Insert(ctx context.Context, msgs []msgsvc.Message) ([]bool, error) {
+	s.calls.Add(1)
 	if err := loadErr(&s.insertErr); err != nil {
 		return nil, err
 	}
@@ -79,6 +82,7 @@ func (s *fakeStore) Insert(ctx context.Context, msgs []msgsvc.Message) ([]bool, 
 }
 
 func (s *fakeStore) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
+	s.calls.Add(1)
 	if err := loadErr(&s.readErr); err != nil {
 		return msgsvc.Page{}, err
 	}
@@ -86,6 +90,7 @@ func (s *fakeStore) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, erro
 }
 
 func (s *fakeStore) Stats(ctx context.Context) (msgsvc.Stats, error) {
+	s.calls.Add(1)
 	if err := loadErr(&s.readErr); err != nil {
 		return msgsvc.Stats{}, err
 	}
