@@ -203,7 +203,8 @@ func FuzzDecodeCursor(f *testing.F) {
 
 // FuzzHandler drives the whole handler with arbitrary bodies and headers: it
 // must never panic, never answer 5xx (the store does not fail here), always
-// answer JSON, and answer 200 exactly for correctly signed valid payloads.
+// answer JSON, and answer 200 exactly for correctly signed valid payloads:
+// valid messages, and valid WhatsApp Cloud API deliveries.
 func FuzzHandler(f *testing.F) {
 	e := newEnv(f, func(c *msgsvc.Config) {
 		c.MaxBodyBytes = 4096
@@ -252,6 +253,9 @@ func FuzzHandler(f *testing.F) {
 			t.Fatalf("request id %q for %q", id, requestID)
 		}
 		_, perr := msgsvc.ParseMessage(body)
+		if msgsvc.IsWhatsAppDelivery(body) {
+			_, perr = msgsvc.ParseWhatsAppDelivery(body)
+		}
 		want := http.StatusOK
 		switch {
 		case len(body) > 4096:

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -28,7 +29,8 @@ type Handler struct {
 	log          *slog.Logger
 	metrics      *metrics
 	routes       map[string]*route
-	bodies       sync.Pool // *bytes.Buffer for webhook bodies and list answers
+	bodies       sync.Pool   // *bytes.Buffer for webhook bodies and list answers
+	storeDown    atomic.Bool // the last store call failed; see noteStore
 }
 
 // route is one exact path and the methods it answers.
@@ -45,6 +47,7 @@ type routeFunc func(w http.ResponseWriter, r *http.Request, rl *requestLog)
 type requestLog struct {
 	messageID string
 	messages  int
+	delivery  bool // a WhatsApp Cloud API delivery: messages is always logged
 	result    string
 	err       error
 }
@@ -64,6 +67,7 @@ func (h *Handler) buildRoutes() map[string]*route {
 		"/health/live":  {methods: get(h.serveLive)},
 		"/health/ready": {methods: get(h.serveReady)},
 		"/metrics":      {methods: get(h.serveMetrics)},
+		"/openapi.yaml": {methods: get(h.serveOpenAPI)},
 	}
 	for path, rt := range routes {
 		rt.path = path
@@ -118,7 +122,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt != nil {
 		logged = rt.path // a 405 on one of our paths: safe to name
 	}
+	h.noteStore(r, path, sw.status, &rl) // an outage's one event comes before its first request line
 	h.logRequest(r, id, sw.status, latency, logged, &rl)
+}
+
+// noteStore logs the store's passages from working to failing and back,
+// once each, beside the request lines: an outage shows as one event, not
+// only as a 503 per request.
+func (h *Handler) noteStore(r *http.Request, path string, status int, rl *requestLog) {
+	switch {
+	case status >= 500 && rl.err != nil:
+		if h.storeDown.CompareAndSwap(false, true) {
+			h.log.LogAttrs(r.Context(), slog.LevelError, "store unavailable", slog.String("error", rl.err.Error()))
+		}
+	case status == http.StatusOK && (path == "/messages" || path == "/stats" || path == "/health/ready"),
+		rl.result == ResultCreated || rl.result == ResultDuplicate:
+		if h.storeDown.CompareAndSwap(true, false) {
+			h.log.LogAttrs(r.Context(), slog.LevelInfo, "store recovered")
+		}
+	}
 }
 
 // logRequest writes the request's one log line, at the contract's level.
@@ -148,7 +170,7 @@ func (h *Handler) logRequest(r *http.Request, id string, status int, latency flo
 		if rl.messageID != "" {
 			attrs = append(attrs, slog.String("message_id", rl.messageID))
 		}
-		if rl.messages > 1 {
+		if rl.messages > 1 || rl.delivery {
 			attrs = append(attrs, slog.Int("messages", rl.messages))
 		}
 		attrs = append(attrs,
@@ -246,8 +268,9 @@ func writeStoreError(w http.ResponseWriter, err error) {
 
 var okBody = []byte(`{"status":"ok"}`)
 
-// serveWebhook ingests one signed message. The checks run in the contract's
-// order, and the first failure answers: size, secret, signature, payload.
+// serveWebhook ingests one signed message, or the messages of a signed
+// WhatsApp Cloud API delivery. The checks run in the contract's order, and the
+// first failure answers: size, secret, signature, payload.
 func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, rl *requestLog) {
 	buf := h.getBuffer()
 	defer h.putBuffer(buf)
@@ -276,6 +299,10 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, rl *reque
 		return
 	}
 
+	if fields, ok := deliveryFields(body); ok {
+		h.serveDelivery(w, r, fields, rl)
+		return
+	}
 	m, err := ParseMessage(body)
 	if err != nil {
 		rl.result = ResultValidationError
@@ -283,8 +310,13 @@ func (h *Handler) serveWebhook(w http.ResponseWriter, r *http.Request, rl *reque
 		return
 	}
 	rl.messageID, rl.messages = m.MessageID, 1
+	h.insert(w, r, []Message{m}, rl)
+}
 
-	created, err := h.store.Insert(r.Context(), []Message{m})
+// insert stores msgs in one Store.Insert call and answers 200 once they are
+// committed: result created if any was new, else duplicate.
+func (h *Handler) insert(w http.ResponseWriter, r *http.Request, msgs []Message, rl *requestLog) {
+	created, err := h.store.Insert(r.Context(), msgs)
 	if err != nil {
 		rl.result, rl.err = ResultStoreError, err
 		writeStoreError(w, err)

@@ -1,85 +1,97 @@
-// Command sender signs one message with msgsvc.Sign and POSTs it to a msgsvc
-// webhook, printing the status and the answer. It exits 1 unless the answer
-// is a 2xx.
+// Command sender delivers one message to a msgsvc webhook with the Go client
+// (package client): it signs the message with the shared secret, POSTs it,
+// and retries with backoff while the service is down, overloaded or failing,
+// logging each retry. It exits 0 once the service has stored the message (or
+// already had it), 1 when the service refuses it or the retries run out, and
+// 2 on a usage error.
 //
 //	WEBHOOK_SECRET=dev go run ./examples/sender -id m1 -from +919876543210 -to +14155550100 -text Hello
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/client"
 )
 
 func main() {
-	url := flag.String("url", envOr("MSGSVC_URL", "http://localhost:8000/webhook"), "webhook URL (env MSGSVC_URL)")
-	secret := flag.String("secret", os.Getenv("WEBHOOK_SECRET"), "HMAC secret (env WEBHOOK_SECRET)")
-	hub := flag.Bool("hub", false, "sign in X-Hub-Signature-256 (sha256=...) instead of X-Signature")
+	os.Exit(run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run sends one message as the flags in args describe and returns the exit
+// status.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("sender", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	baseURL := fs.String("url", envOr(getenv, "MSGSVC_URL", client.DefaultBaseURL), "msgsvc base URL (env MSGSVC_URL)")
+	secret := fs.String("secret", getenv("WEBHOOK_SECRET"), "HMAC secret (env WEBHOOK_SECRET)")
+	attempts := fs.Int("retries", 10, "attempts in all, the first included; 1 disables retries")
+	backoff := fs.Duration("backoff", client.DefaultInitialBackoff, "ceiling of the first wait; it doubles up to -max-backoff")
+	maxBackoff := fs.Duration("max-backoff", client.DefaultMaxBackoff, "largest ceiling of a wait")
+	timeout := fs.Duration("timeout", 2*time.Minute, "gives up after this long, retries included")
 	var m msgsvc.Message
-	flag.StringVar(&m.MessageID, "id", fmt.Sprintf("sender-%d", time.Now().UnixNano()), "message_id")
-	flag.StringVar(&m.From, "from", "+919876543210", "sender, E.164")
-	flag.StringVar(&m.To, "to", "+14155550100", "recipient, E.164")
-	flag.StringVar(&m.TS, "ts", time.Now().UTC().Format(time.RFC3339), "timestamp, UTC ending in Z")
-	text := flag.String("text", "", "message text (empty: none)")
-	flag.Parse()
+	fs.StringVar(&m.MessageID, "id", fmt.Sprintf("sender-%d", time.Now().UnixNano()), "message_id")
+	fs.StringVar(&m.From, "from", "+919876543210", "sender, E.164")
+	fs.StringVar(&m.To, "to", "+14155550100", "recipient, E.164")
+	fs.StringVar(&m.TS, "ts", time.Now().UTC().Format(time.RFC3339), "timestamp, UTC ending in Z")
+	text := fs.String("text", "", "message text (empty: none)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
 	if *text != "" {
 		m.Text = text
 	}
 	if *secret == "" {
-		fmt.Fprintln(os.Stderr, "sender: set -secret or WEBHOOK_SECRET")
-		os.Exit(2)
+		fmt.Fprintln(stderr, "sender: set -secret or WEBHOOK_SECRET")
+		return 2
+	}
+	if *attempts < 1 || *backoff <= 0 || *maxBackoff <= 0 || *timeout <= 0 {
+		fmt.Fprintln(stderr, "sender: -retries must be at least 1, and -backoff, -max-backoff and -timeout positive")
+		return 2
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	c := &client.Client{
+		// Earlier versions of this program took the webhook's own URL.
+		BaseURL: strings.TrimSuffix(*baseURL, "/webhook"),
+		Secret:  *secret,
+		Retry:   client.RetryPolicy{MaxAttempts: *attempts, InitialBackoff: *backoff, MaxBackoff: *maxBackoff},
+		OnRetry: func(attempt int, err error, wait time.Duration) {
+			fmt.Fprintf(stderr, "sender: attempt %d failed: %v; retrying in %v\n", attempt, err, wait.Round(time.Millisecond))
+		},
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	status, answer, err := send(ctx, http.DefaultClient, *url, []byte(*secret), m, *hub)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "sender:", err)
-		os.Exit(1)
+	if err := c.Send(ctx, m); err != nil {
+		var apiErr *client.APIError
+		if errors.As(err, &apiErr) && !apiErr.Temporary() {
+			if len(apiErr.Detail) == 0 {
+				fmt.Fprintf(stderr, "sender: refused: %d %s\n", apiErr.StatusCode, apiErr.Message)
+				return 1
+			}
+			fmt.Fprintf(stderr, "sender: refused: %d %s\n", apiErr.StatusCode, http.StatusText(apiErr.StatusCode))
+			for _, d := range apiErr.Detail {
+				fmt.Fprintf(stderr, "  %v: %s\n", d.Loc, d.Msg)
+			}
+			return 1
+		}
+		fmt.Fprintln(stderr, "sender:", err)
+		return 1
 	}
-	fmt.Printf("%d %s\n", status, answer)
-	if status/100 != 2 {
-		os.Exit(1)
-	}
+	fmt.Fprintf(stdout, "sent %s\n", m.MessageID)
+	return 0
 }
 
-// send POSTs m to url, signed with secret over the exact bytes sent, and
-// returns the answer's status and body.
-func send(ctx context.Context, client *http.Client, url string, secret []byte, m msgsvc.Message, hub bool) (int, []byte, error) {
-	body, err := json.Marshal(m)
-	if err != nil {
-		return 0, nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	sig := msgsvc.Sign(secret, body)
-	if hub {
-		req.Header.Set(msgsvc.HubSignatureHeader, "sha256="+sig)
-	} else {
-		req.Header.Set(msgsvc.SignatureHeader, sig)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, answer, err
-}
-
-func envOr(name, fallback string) string {
-	if v := os.Getenv(name); v != "" {
+func envOr(getenv func(string) string, name, fallback string) string {
+	if v := getenv(name); v != "" {
 		return v
 	}
 	return fallback
