@@ -380,9 +380,12 @@ func (h *Handler) serveVerify(w http.ResponseWriter, r *http.Request, _ *request
 		writeDetail(w, http.StatusForbidden, "Forbidden")
 		return
 	}
+	// The challenge is echoed as Meta requires; as plain text that no
+	// browser may sniff into HTML, it cannot script anything.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)
-	_, _ = io.WriteString(w, q.Get("hub.challenge"))
+	_, _ = io.WriteString(w, q.Get("hub.challenge")) //nolint:gosec // G705: text/plain with nosniff, see above
 }
 
 // listResponse is the body of GET /messages.

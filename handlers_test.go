@@ -1410,14 +1410,14 @@ func TestVerifyHandshake(t *testing.T) {
 }
 
 func TestNewConfigErrors(t *testing.T) {
-	if _, err := msgsvc.New(msgsvc.Config{}); err != msgsvc.ErrNoStore {
+	if _, err := msgsvc.New(msgsvc.Config{}); !errors.Is(err, msgsvc.ErrNoStore) {
 		t.Errorf("no store: %v", err)
 	}
 	st := &fakeStore{}
-	if _, err := msgsvc.New(msgsvc.Config{Store: st, MaxBodyBytes: -1}); err != msgsvc.ErrBadMaxBodyBytes {
+	if _, err := msgsvc.New(msgsvc.Config{Store: st, MaxBodyBytes: -1}); !errors.Is(err, msgsvc.ErrBadMaxBodyBytes) {
 		t.Errorf("negative body: %v", err)
 	}
-	if _, err := msgsvc.New(msgsvc.Config{Store: st, ReadyTimeout: -1}); err != msgsvc.ErrBadReadyTimeout {
+	if _, err := msgsvc.New(msgsvc.Config{Store: st, ReadyTimeout: -1}); !errors.Is(err, msgsvc.ErrBadReadyTimeout) {
 		t.Errorf("negative timeout: %v", err)
 	}
 }

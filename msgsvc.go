@@ -116,9 +116,11 @@ func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
 }
 
 // New returns the handler that serves every route of the msgsvc HTTP
-// contract: POST /webhook, GET /messages, GET /stats, GET /health/live,
-// GET /health/ready and GET /metrics. Paths are exact; mount it under a prefix
-// with [http.StripPrefix].
+// contract: POST /webhook (and the WhatsApp GET /webhook handshake when a
+// verify token is set), GET /messages, GET /stats, GET /health/live,
+// GET /health/ready and GET /metrics, plus its OpenAPI document at
+// GET /openapi.yaml. Paths are exact; mount it under a prefix with
+// [http.StripPrefix].
 func New(cfg Config) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err

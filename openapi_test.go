@@ -104,6 +104,7 @@ func TestOpenAPIServed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer resp.Body.Close()
 	if b := readAll(t, resp.Body); resp.StatusCode != 200 || len(b) != 0 || resp.Header.Get("Content-Type") != "application/yaml" {
 		t.Errorf("HEAD /openapi.yaml: %d, %d body bytes, Content-Type %q", resp.StatusCode, len(b), resp.Header.Get("Content-Type"))
 	}

@@ -87,7 +87,7 @@ func TestGroupCommitCreatesOnce(t *testing.T) {
 				for k, ok := range res {
 					if ok {
 						var n int
-						fmt.Sscanf(msgs[k].MessageID, "g%d", &n)
+						_, _ = fmt.Sscanf(msgs[k].MessageID, "g%d", &n)
 						created[n].Add(1)
 					}
 				}
@@ -440,14 +440,14 @@ func TestInsertCanceledBeforeQueueing(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		db.Insert(context.Background(), []msgsvc.Message{testMessage("first")})
+		_, _ = db.Insert(context.Background(), []msgsvc.Message{testMessage("first")})
 	}()
 	waitFor(t, "the writer to block", func() bool { return db.write.Stats().WaitCount > waits })
 	for i := range cap(db.queue) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			db.Insert(context.Background(), []msgsvc.Message{testMessage(fmt.Sprintf("q%04d", i))})
+			_, _ = db.Insert(context.Background(), []msgsvc.Message{testMessage(fmt.Sprintf("q%04d", i))})
 		}()
 	}
 	waitFor(t, "the queue to fill", func() bool { return len(db.queue) == cap(db.queue) })

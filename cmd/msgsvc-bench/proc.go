@@ -53,7 +53,7 @@ func startProc(path string, args []string, env []string) (*proc, error) {
 	case p.addr = <-addrc:
 		return p, nil
 	case err := <-p.done:
-		return nil, fmt.Errorf("%s exited before listening: %v", path, err)
+		return nil, fmt.Errorf("%s exited before listening: %w", path, err)
 	case <-time.After(30 * time.Second):
 		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("%s did not start listening within 30s", path)

@@ -57,7 +57,7 @@ func daemonBinary(tb testing.TB) string {
 		args = append(args, ".")
 		out, err := exec.Command("go", args...).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			buildErr = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 		}
 	})
 	if buildErr != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -29,7 +30,7 @@ func dialDaemon(tb testing.TB, d *daemon) net.Conn {
 func closedWithin(c net.Conn, d time.Duration) (answer string, closed bool) {
 	_ = c.SetReadDeadline(time.Now().Add(d))
 	b, err := io.ReadAll(c)
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
 		return string(b), false
 	}
 	return string(b), true

@@ -76,7 +76,8 @@ func TestRunServesAndStops(t *testing.T) {
 		t.Fatalf("run returned %v after cancellation, want nil", err)
 	}
 	logs.wait(t, time.Second, `"stopped"`, func(o map[string]any) bool { return o["msg"] == "stopped" })
-	if _, err := http.Get(base + "/health/live"); err == nil {
+	if resp, err := http.Get(base + "/health/live"); err == nil {
+		_ = resp.Body.Close()
 		t.Error("the server still answers after run returned")
 	}
 }
