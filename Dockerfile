@@ -13,7 +13,8 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN --mount=type=cache,target=/root/.cache/go-build \
+ENV GOCACHE=/cache/go-build
+RUN --mount=type=cache,target=/cache/go-build \
 	CGO_ENABLED=0 go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/msgsvcd ./cmd/msgsvcd \
 	&& mkdir -p /out/data
 
