@@ -312,17 +312,7 @@ func TestCloseKeepsAcknowledged(t *testing.T) {
 		t.Fatalf("Insert after Close = %v, want msgsvc.ErrClosed", err)
 	}
 
-	reopened := openURL(t, url)
-	ids := storedIDs(t, reopened)
-	for id := range acked {
-		if !ids[id] {
-			t.Errorf("%s was acknowledged but is missing after reopening", id)
-		}
-	}
-	if len(ids) != len(acked) {
-		t.Errorf("%d stored after reopening, %d acknowledged", len(ids), len(acked))
-	}
-	checkCounters(t, reopened)
+	checkAckedAfterReopen(t, url, acked)
 }
 
 // TestCloseWhileInserting closes the store under load: each insert either
@@ -380,17 +370,7 @@ func TestCloseWhileInserting(t *testing.T) {
 		t.Errorf("%d inserters saw ErrClosed, want all 32", failed.Load())
 	}
 
-	reopened := openURL(t, url)
-	ids := storedIDs(t, reopened)
-	for id := range acked {
-		if !ids[id] {
-			t.Errorf("%s was acknowledged but is missing after reopening", id)
-		}
-	}
-	if len(ids) != len(acked) {
-		t.Errorf("%d stored after reopening, %d acknowledged", len(ids), len(acked))
-	}
-	checkCounters(t, reopened)
+	checkAckedAfterReopen(t, url, acked)
 }
 
 // TestInsertLargerThanBatch sends one call bigger than the batch limit: it
@@ -505,4 +485,21 @@ func TestPingFollowsWriteFailures(t *testing.T) {
 	if err != nil || len(page.Messages) != 1 || page.Messages[0].MessageID != "kept" {
 		t.Fatalf("after recovery: %+v, %v; want only the acknowledged message", page.Messages, err)
 	}
+}
+
+// checkAckedAfterReopen reopens the database at url and checks that exactly
+// the acknowledged ids are stored and that the counters agree with the rows.
+func checkAckedAfterReopen(t *testing.T, url string, acked map[string]bool) {
+	t.Helper()
+	reopened := openURL(t, url)
+	ids := storedIDs(t, reopened)
+	for id := range acked {
+		if !ids[id] {
+			t.Errorf("%s was acknowledged but is missing after reopening", id)
+		}
+	}
+	if len(ids) != len(acked) {
+		t.Errorf("%d stored after reopening, %d acknowledged", len(ids), len(acked))
+	}
+	checkCounters(t, reopened)
 }
