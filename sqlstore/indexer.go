@@ -35,6 +35,9 @@ const (
 // unindexed, which costs search time, not correctness; the next call tries
 // again.
 func (db *DB) indexText(force bool) {
+	if db.postgres {
+		return // Postgres keeps its trigram index in the insert transaction
+	}
 	ctx := context.Background()
 	for {
 		var from, to int64

@@ -72,7 +72,12 @@ var sqliteMigrations = []string{
 }
 
 // schemaVersion is the version a fully migrated database reports.
-func schemaVersion() int { return len(sqliteMigrations) }
+func (db *DB) schemaVersion() int {
+	if db.postgres {
+		return len(postgresMigrations)
+	}
+	return len(sqliteMigrations)
+}
 
 // migrate brings the schema to schemaVersion, each step in a transaction of
 // its own, so a crash leaves the database at a whole version.

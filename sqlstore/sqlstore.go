@@ -1,5 +1,6 @@
 // Package sqlstore implements msgsvc.Store on SQL databases through bun:
-// SQLite (pure Go, embedded, the default) and, later, Postgres.
+// SQLite (pure Go, embedded, the default) and Postgres (through pgx), for
+// several replicas sharing one database.
 //
 // Writes go through a single writer goroutine that batches concurrent
 // inserts into one transaction (group commit) and answers each caller only
@@ -66,8 +67,10 @@ const readConns = 8
 
 // DB is a msgsvc.Store on a SQL database. Open makes one; Close releases it.
 type DB struct {
-	write *bun.DB // one connection: the single writer
-	read  *bun.DB // read-only pool; the same as write for :memory:
+	postgres bool    // the database is Postgres, not SQLite
+	write    *bun.DB // one connection: the single writer
+	read     *bun.DB // read-only pool; the same as write for :memory:
+	readTx   *sql.TxOptions
 
 	inserts map[int]*sql.Stmt // prepared multi-row INSERTs by row count; writer goroutine only
 
@@ -98,8 +101,8 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t.Driver != "sqlite" {
-		return nil, fmt.Errorf("%w: %s is not supported yet", ErrBadURL, t.Driver)
+	if t.Driver == "postgres" {
+		return openPostgres(ctx, databaseURL)
 	}
 	return openSQLite(ctx, t.Path)
 }
@@ -213,8 +216,8 @@ func (db *DB) Ping(ctx context.Context) error {
 	if err := db.read.QueryRowContext(ctx, `SELECT max(version) FROM schema_migrations`).Scan(&version); err != nil {
 		return unavailable(err)
 	}
-	if int(version.Int64) != schemaVersion() {
-		return fmt.Errorf("%w: schema version %d, want %d", msgsvc.ErrUnavailable, version.Int64, schemaVersion())
+	if want := db.schemaVersion(); int(version.Int64) != want {
+		return fmt.Errorf("%w: schema version %d, want %d", msgsvc.ErrUnavailable, version.Int64, want)
 	}
 	if db.writeFailed.Load() {
 		if err := db.write1(ctx, &insertRequest{probe: true}); err != nil {
@@ -263,7 +266,12 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 			return msgsvc.Page{}, ctx.Err()
 		}
 	}
-	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
+		if db.postgres {
+			var err error
+			page, err = listPostgres(ctx, tx.Tx, q)
+			return err
+		}
 		search, err := planSearch(ctx, tx, q)
 		if err != nil {
 			return err
@@ -387,7 +395,7 @@ const (
 // transaction keeps.
 func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	var st msgsvc.Stats
-	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
 		err := tx.QueryRowContext(ctx, statsTotalsQuery).
 			Scan(&st.TotalMessages, &st.SendersCount, &st.FirstTS, &st.LastTS)
 		if err != nil {

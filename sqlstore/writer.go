@@ -125,6 +125,9 @@ func (db *DB) commit(batch []*insertRequest) {
 }
 
 func (db *DB) writeBatch(batch []*insertRequest) error {
+	if db.postgres {
+		return db.writeBatchPostgres(batch)
+	}
 	ctx := context.Background() // one caller's cancellation must not fail the others
 	// Flatten the batch, so one INSERT can carry rows of several requests.
 	var msgs []*msgsvc.Message

@@ -1,0 +1,243 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/pgdialect"
+
+	"github.com/msgsvc/msgsvc"
+)
+
+// Postgres. The store keeps the design it has on SQLite: one writer
+// connection per process does group commit, and a pool of readers serves
+// List and Stats, each call in one REPEATABLE READ READ ONLY transaction, so
+// a page and its total come from one snapshot. Several processes (replicas)
+// may share one database: inserts are idempotent through ON CONFLICT DO
+// NOTHING on the unique message_id, and the counters are updated in the
+// insert transaction by row-locking upserts, so no update is lost. Each
+// transaction takes its locks in one global order (message ids, senders,
+// hours, then the totals row, each sorted), so replicas never deadlock.
+//
+// The driver is pgx, through its database/sql adapter: it reports
+// Postgres's SQLSTATE codes (pgconn.PgError), which tell a deadlock or a
+// server shutdown from a bad query, it caches prepared statements per
+// connection, and it encodes Go slices as Postgres arrays, which lets one
+// INSERT carry a whole batch.
+
+// defaultPostgresReadConns is the read pool's size when the URL does not set
+// pool_max_conns.
+const defaultPostgresReadConns = 8
+
+// postgresConfig parses a postgres:// URL. pool_max_conns, the read pool's
+// size, is taken out of the URL: pgx would send an unknown parameter to the
+// server as a setting.
+func postgresConfig(databaseURL string) (*pgx.ConnConfig, int, error) {
+	u, err := url.Parse(databaseURL)
+	if err != nil {
+		// The parse error quotes the URL, password included.
+		return nil, 0, fmt.Errorf("%w: the postgres URL does not parse", ErrBadURL)
+	}
+	readConns := defaultPostgresReadConns
+	query := u.Query()
+	if v := query.Get("pool_max_conns"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			return nil, 0, fmt.Errorf("%w: pool_max_conns=%q: want a whole number from 1 to 1000", ErrBadURL, v)
+		}
+		readConns = n
+		query.Del("pool_max_conns")
+		u.RawQuery = query.Encode()
+	}
+	cfg, err := pgx.ParseConfig(u.String())
+	if err != nil {
+		// pgx's message may quote the URL, password included.
+		return nil, 0, fmt.Errorf("%w: the postgres URL does not parse", ErrBadURL)
+	}
+	// List's queries differ by their values far more than by their shape
+	// (how many rows a q matches): plan each execution for its values.
+	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set {
+		cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+	}
+	if _, set := cfg.RuntimeParams["application_name"]; !set {
+		cfg.RuntimeParams["application_name"] = "msgsvc"
+	}
+	return cfg, readConns, nil
+}
+
+func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
+	cfg, readConns, err := postgresConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	wsql := stdlib.OpenDB(*cfg)
+	wsql.SetMaxOpenConns(1)
+	wsql.SetMaxIdleConns(1)
+	rsql := stdlib.OpenDB(*cfg)
+	rsql.SetMaxOpenConns(readConns)
+	rsql.SetMaxIdleConns(readConns)
+	db := &DB{
+		postgres:       true,
+		write:          bun.NewDB(wsql, pgdialect.New()),
+		read:           bun.NewDB(rsql, pgdialect.New()),
+		readTx:         &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true},
+		queue:          make(chan *insertRequest, 4096),
+		searches:       make(chan struct{}, max(1, readConns/2)),
+		checkpoints:    make(chan struct{}, 1),
+		checkpointDone: make(chan struct{}),
+		done:           make(chan struct{}),
+		maxBatch:       2048,
+	}
+	if err := migratePostgres(ctx, wsql); err != nil {
+		_ = wsql.Close()
+		_ = rsql.Close()
+		return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
+	}
+	go db.runWriter()
+	go db.runCheckpointer() // nothing to checkpoint: it only drains its channel
+	return db, nil
+}
+
+// likeContains returns the LIKE pattern that matches strings containing s,
+// every character of s literal ('\' is LIKE's default escape character).
+func likeContains(s string) string {
+	var b strings.Builder
+	b.Grow(len(s) + 2)
+	b.WriteByte('%')
+	for _, r := range s {
+		if r == '%' || r == '_' || r == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	b.WriteByte('%')
+	return b.String()
+}
+
+// pgArgs collects the arguments of a query and names their placeholders.
+type pgArgs []any
+
+func (a *pgArgs) add(v any) string {
+	*a = append(*a, v)
+	return "$" + strconv.Itoa(len(*a))
+}
+
+// postgresWhere returns q's filters as a WHERE clause ("" for none), with
+// the position when withAfter is set.
+func postgresWhere(q msgsvc.Query, withAfter bool, args *pgArgs) string {
+	var conds []string
+	if q.From != "" {
+		conds = append(conds, "sender = "+args.add(q.From))
+	}
+	// Every row after the position is at or after since when the position
+	// is: the redundant bound would only make the index read more.
+	if q.Since != nil && !(withAfter && q.After != nil && q.After.Key >= msgsvc.InstantKey(*q.Since)) {
+		conds = append(conds, "ts_key >= "+args.add(msgsvc.InstantKey(*q.Since)))
+	}
+	if q.Text != "" {
+		conds = append(conds, "text_fold LIKE "+args.add(likeContains(msgsvc.Fold(q.Text))))
+	}
+	if withAfter && q.After != nil {
+		conds = append(conds, "(ts_key, message_id) > ("+args.add(q.After.Key)+", "+args.add(q.After.MessageID)+")")
+	}
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// listPostgres reads one page and its total in tx.
+func listPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (msgsvc.Page, error) {
+	var page msgsvc.Page
+	var args pgArgs
+	query := `SELECT message_id, sender, recipient, ts, ts_key, text FROM messages` +
+		postgresWhere(q, true, &args) +
+		` ORDER BY ts_key, message_id LIMIT ` + args.add(q.Limit+1) + ` OFFSET ` + args.add(q.Offset)
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return page, err
+	}
+	defer rows.Close()
+	var keys []string
+	for rows.Next() {
+		var m msgsvc.Message
+		var key string
+		if err := rows.Scan(&m.MessageID, &m.From, &m.To, &m.TS, &key, &m.Text); err != nil {
+			return page, err
+		}
+		page.Messages = append(page.Messages, m)
+		keys = append(keys, key)
+	}
+	if err := rows.Err(); err != nil {
+		return page, err
+	}
+	if len(page.Messages) > q.Limit {
+		page.Next = &msgsvc.Position{Key: keys[q.Limit-1], MessageID: page.Messages[q.Limit-1].MessageID}
+		page.Messages = page.Messages[:q.Limit]
+	}
+	if page.Messages == nil {
+		page.Messages = []msgsvc.Message{}
+	}
+	page.Total, err = countPostgres(ctx, tx, q)
+	return page, err
+}
+
+// countPostgres returns the exact number of matches of q's filters, from the
+// counters when they answer it alone.
+func countPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (int64, error) {
+	var n int64
+	switch {
+	case q.From == "" && q.Since == nil && q.Text == "":
+		err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&n)
+		return n, err
+	case q.From != "" && q.Since == nil && q.Text == "":
+		err := tx.QueryRowContext(ctx, `SELECT n FROM senders WHERE sender = $1`, q.From).Scan(&n)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, nil
+		}
+		return n, err
+	case q.From == "" && q.Text == "":
+		return countSincePostgres(ctx, tx, msgsvc.InstantKey(*q.Since))
+	}
+	var args pgArgs
+	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM messages`+postgresWhere(q, false, &args), args...).Scan(&n)
+	return n, err
+}
+
+// countSincePostgres counts messages at or after key: whole hours from
+// ts_hours, and the rows of key's own hour from the index.
+func countSincePostgres(ctx context.Context, tx *sql.Tx, key string) (int64, error) {
+	const hourLen = len("YYYY-MM-DDTHH")
+	var n int64
+	if len(key) < hourLen { // a bound before year 1 or after 9999
+		if key > "9999" {
+			return 0, nil
+		}
+		err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&n)
+		return n, err
+	}
+	hour := key[:hourLen]
+	// Every key of that hour is below hour+";": the key goes on with ':'.
+	err := tx.QueryRowContext(ctx, `SELECT
+		(SELECT coalesce(sum(n), 0) FROM ts_hours WHERE hour > $1)::bigint +
+		(SELECT count(*) FROM messages WHERE ts_key >= $2 AND ts_key < $3)`,
+		hour, key, hour+";").Scan(&n)
+	return n, err
+}
+
+// retryable reports whether a failed transaction may succeed when run again
+// at once: Postgres chose it as a deadlock's or a serialization conflict's
+// victim.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
