@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/pgtest"
 	"github.com/msgsvc/msgsvc/sqlstore"
 )
 
@@ -97,7 +98,8 @@ func (s *fakeStore) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	return s.Store.Stats(ctx)
 }
 
-// env is one handler over a fresh in-memory SQLite store.
+// env is one handler over a fresh store: in-memory SQLite, or a Postgres
+// schema of its own in the Postgres run (see TestHTTPPostgres).
 type env struct {
 	h      *msgsvc.Handler
 	store  *fakeStore
@@ -105,15 +107,27 @@ type env struct {
 	secret string
 }
 
-// newEnv builds a handler with testSecret, a JSON logger at DEBUG into a
-// buffer, and a fresh :memory: store; configure may change the config.
-func newEnv(tb testing.TB, configure ...func(*msgsvc.Config)) *env {
+// openTestStore opens a fresh store, SQLite in memory or, in the Postgres
+// run, a Postgres schema, and closes it when the test ends.
+func openTestStore(tb testing.TB) *sqlstore.DB {
 	tb.Helper()
-	st, err := sqlstore.Open(context.Background(), "sqlite://:memory:")
+	url := "sqlite://:memory:"
+	if pgtest.Postgres() {
+		url = pgtest.URL(tb)
+	}
+	st, err := sqlstore.Open(context.Background(), url)
 	if err != nil {
 		tb.Fatalf("sqlstore.Open: %v", err)
 	}
 	tb.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// newEnv builds a handler with testSecret, a JSON logger at DEBUG into a
+// buffer, and a fresh store; configure may change the config.
+func newEnv(tb testing.TB, configure ...func(*msgsvc.Config)) *env {
+	tb.Helper()
+	st := openTestStore(tb)
 	e := &env{store: &fakeStore{Store: st}, logs: &syncBuffer{}}
 	cfg := msgsvc.Config{
 		Store:  e.store,

@@ -559,7 +559,7 @@ func TestDaemonLogLevel(t *testing.T) {
 func TestDaemonGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	dbURL := sqliteURL(filepath.Join(dir, "durable.db"))
+	dbURL := databaseURL(t, filepath.Join(dir, "durable.db"))
 	vars := map[string]string{"WEBHOOK_SECRET": e2eSecret, "DATABASE_URL": dbURL, "SHUTDOWN_TIMEOUT": "10s"}
 	d := startDaemon(t, vars)
 

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/pgtest"
 )
 
 // TestMain removes the daemon binary that the end-to-end tests build.
@@ -228,13 +229,14 @@ func launch(tb testing.TB, dir string, env map[string]string, args ...string) *d
 // startDaemon starts the daemon and waits until it serves. Without ADDR in
 // env it listens on 127.0.0.1:0 and the address comes from its "listening"
 // log line; with ADDR it polls /health/live there (for log levels that hide
-// the listening line). Without DATABASE_URL it gets a fresh SQLite file.
+// the listening line). Without DATABASE_URL it gets a fresh database (see
+// databaseURL).
 func startDaemon(tb testing.TB, env map[string]string) *daemon {
 	tb.Helper()
 	dir := tb.TempDir()
 	env = cloneEnv(env)
 	if _, ok := env["DATABASE_URL"]; !ok {
-		env["DATABASE_URL"] = sqliteURL(filepath.Join(dir, "msgs.db"))
+		env["DATABASE_URL"] = databaseURL(tb, filepath.Join(dir, "msgs.db"))
 	}
 	addr, fixed := env["ADDR"]
 	if !fixed {
@@ -288,6 +290,17 @@ func cloneEnv(env map[string]string) map[string]string {
 }
 
 func sqliteURL(absPath string) string { return "sqlite:///" + absPath } // "sqlite:////abs/path"
+
+// databaseURL returns the URL of a fresh database: the SQLite file at
+// absPath, or in the Postgres run (see TestDaemonPostgres) a Postgres schema
+// of the test's own.
+func databaseURL(tb testing.TB, absPath string) string {
+	tb.Helper()
+	if pgtest.Postgres() {
+		return pgtest.URL(tb)
+	}
+	return sqliteURL(absPath)
+}
 
 // waitLive polls GET /health/live until it answers 200.
 func (d *daemon) waitLive(tb testing.TB, timeout time.Duration) {
