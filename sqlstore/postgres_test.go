@@ -68,7 +68,6 @@ func TestPostgresURLOptions(t *testing.T) {
 	}
 }
 
-
 func TestLikeContains(t *testing.T) {
 	for in, want := range map[string]string{
 		"":       "%%",
