@@ -5,6 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -115,13 +119,30 @@ func (db *DB) runWriter() {
 // would write outside it.
 func (db *DB) commit(batch []*insertRequest) {
 	err := db.writeBatch(batch)
-	db.writeFailed.Store(err != nil)
 	if err != nil {
+		db.writeFailed.Store(true)
 		err = unavailable(err)
 		for _, req := range batch {
 			req.created, req.err = nil, err
 		}
+		return
 	}
+	// A batch of duplicates commits a transaction that wrote nothing: it
+	// says nothing about whether writes succeed again, so only a batch that
+	// wrote (a new row, or the probe) ends a failure.
+	if wrote(batch) {
+		db.writeFailed.Store(false)
+	}
+}
+
+// wrote reports whether a committed batch changed the database.
+func wrote(batch []*insertRequest) bool {
+	for _, req := range batch {
+		if req.probe || slices.Contains(req.created, true) {
+			return true
+		}
+	}
+	return false
 }
 
 func (db *DB) writeBatch(batch []*insertRequest) error {
@@ -171,14 +192,9 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	if err := t.write(ctx, tx); err != nil {
 		return err
 	}
-	for _, req := range batch {
-		if req.probe {
-			// A write that changes nothing still dirties a page, so the
-			// commit goes through the WAL and its fsync like any other.
-			if _, err := tx.ExecContext(ctx, `UPDATE totals SET messages = messages WHERE id = 1`); err != nil {
-				return fmt.Errorf("sqlstore: probe: %w", err)
-			}
-			break
+	if slices.ContainsFunc(batch, func(req *insertRequest) bool { return req.probe }) {
+		if err := probe(ctx, tx); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {
@@ -186,6 +202,61 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	}
 	db.afterCommit()
 	return nil
+}
+
+// probeRoom is how much free space the probe wants beside the database
+// file: room for a batch of the largest messages. A full disk keeps the tail
+// that the failed commit's partial writes gave the WAL, and a one-page probe
+// fits in it while no real batch does: without this check, readiness would
+// report a full disk as writable.
+const probeRoom = 1 << 20
+
+// probe asks whether writes succeed again after a failed batch. It changes a
+// page and changes it back, so that the commit appends a frame to the WAL
+// and syncs it like any other: it fails when the file cannot be written.
+// (Writing a value over itself would not do: SQLite leaves a page clean when
+// a row is overwritten with identical content, and the commit then writes
+// nothing at all.) It then checks that the database's file system has room
+// for a batch.
+func probe(ctx context.Context, tx *sql.Tx) error {
+	for _, step := range []string{
+		`UPDATE totals SET messages = messages + 1 WHERE id = 1`,
+		`UPDATE totals SET messages = messages - 1 WHERE id = 1`,
+	} {
+		if _, err := tx.ExecContext(ctx, step); err != nil {
+			return fmt.Errorf("sqlstore: probe: %w", err)
+		}
+	}
+	var path string
+	if err := tx.QueryRowContext(ctx, `SELECT file FROM pragma_database_list WHERE name = 'main'`).Scan(&path); err != nil {
+		return fmt.Errorf("sqlstore: probe: %w", err)
+	}
+	if path == "" { // :memory:
+		return nil
+	}
+	if err := checkRoom(filepath.Dir(path), filepath.Base(path), probeRoom); err != nil {
+		return fmt.Errorf("sqlstore: probe: no room for %d bytes beside the database: %w", probeRoom, err)
+	}
+	return nil
+}
+
+// checkRoom writes n bytes to a new file in dir, named after prefix, and
+// removes it. Writing allocates the space, so a full file system or a file
+// size limit fails it, as it fails SQLite. A folder this process may not
+// create files in tells nothing about room: the probe's commit answers alone.
+func checkRoom(dir, prefix string, n int) (err error) {
+	f, err := os.CreateTemp(dir, prefix+".room-*")
+	if errors.Is(err, fs.ErrPermission) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer func() {
+		err = errors.Join(err, f.Close(), os.Remove(f.Name()))
+	}()
+	_, err = f.Write(make([]byte, n))
+	return err
 }
 
 // rowsPerInsert is the most rows one INSERT statement carries. Fewer,
