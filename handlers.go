@@ -30,7 +30,7 @@ type Handler struct {
 	metrics      *metrics
 	routes       map[string]*route
 	bodies       sync.Pool   // *bytes.Buffer for webhook bodies and list answers
-	storeDown    atomic.Bool // the last store call failed; see noteStore
+	storeDown    atomic.Uint32 // which kinds of store call are failing (outageRead, outageWrite); see noteStore
 }
 
 // route is one exact path and the methods it answers.
@@ -126,19 +126,56 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.logRequest(r, id, sw.status, latency, logged, &rl)
 }
 
+// Kinds of store outage, as bits of Handler.storeDown. Reads can work while
+// writes fail (a full disk), so each kind ends only on a success of its own.
+const (
+	outageRead uint32 = 1 << iota
+	outageWrite
+)
+
 // noteStore logs the store's passages from working to failing and back,
 // once each, beside the request lines: an outage shows as one event, not
-// only as a 503 per request.
+// only as a 503 per request. A failed webhook is a write outage, a failed
+// /messages or /stats a read outage, and a failed readiness check either.
+// A write outage ends with a created webhook, a read outage with a page or
+// the stats, and both with a ready store (its Ping probes the writer after a
+// failed write); a duplicate proves nothing. "store recovered" is logged when
+// no kind is failing any more.
 func (h *Handler) noteStore(r *http.Request, path string, status int, rl *requestLog) {
+	var failed, ended uint32
 	switch {
 	case status >= 500 && rl.err != nil:
-		if h.storeDown.CompareAndSwap(false, true) {
-			h.log.LogAttrs(r.Context(), slog.LevelError, "store unavailable", slog.String("error", rl.err.Error()))
+		switch path {
+		case "/messages", "/stats":
+			failed = outageRead
+		case "/health/ready":
+			failed = outageRead | outageWrite
+		default:
+			failed = outageWrite
 		}
-	case status == http.StatusOK && (path == "/messages" || path == "/stats" || path == "/health/ready"),
-		rl.result == ResultCreated || rl.result == ResultDuplicate:
-		if h.storeDown.CompareAndSwap(true, false) {
-			h.log.LogAttrs(r.Context(), slog.LevelInfo, "store recovered")
+	case rl.result == ResultCreated:
+		ended = outageWrite
+	case status == http.StatusOK && (path == "/messages" || path == "/stats"):
+		ended = outageRead
+	case status == http.StatusOK && path == "/health/ready":
+		ended = outageRead | outageWrite
+	default:
+		return
+	}
+	for {
+		was := h.storeDown.Load()
+		now := (was | failed) &^ ended
+		if now == was {
+			return
+		}
+		if h.storeDown.CompareAndSwap(was, now) {
+			switch {
+			case was == 0:
+				h.log.LogAttrs(r.Context(), slog.LevelError, "store unavailable", slog.String("error", rl.err.Error()))
+			case now == 0:
+				h.log.LogAttrs(r.Context(), slog.LevelInfo, "store recovered")
+			}
+			return
 		}
 	}
 }

@@ -159,7 +159,8 @@ func postgresWhere(q msgsvc.Query, withAfter bool, args *pgArgs) string {
 func listPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (msgsvc.Page, error) {
 	var page msgsvc.Page
 	var args pgArgs
-	query := `SELECT message_id, sender, recipient, ts, ts_key, text FROM messages` +
+	// Only fixed text and $n placeholders are concatenated; values go as arguments.
+	query := `SELECT message_id, sender, recipient, ts, ts_key, text FROM messages` + //nolint:gosec // G202: see above
 		postgresWhere(q, true, &args) +
 		` ORDER BY ts_key, message_id LIMIT ` + args.add(q.Limit+1) + ` OFFSET ` + args.add(q.Offset)
 	rows, err := tx.QueryContext(ctx, query, args...)

@@ -11,14 +11,6 @@ import (
 	"github.com/msgsvc/msgsvc/storetest"
 )
 
-// openPostgresTest opens a store on a fresh Postgres database and closes it
-// when the test ends.
-func openPostgresTest(tb testing.TB) (*DB, string) {
-	tb.Helper()
-	url := pgtest.URL(tb)
-	return openURL(tb, url), url
-}
-
 func TestConformancePostgres(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) msgsvc.Store {
 		db, err := Open(context.Background(), pgtest.URL(t))

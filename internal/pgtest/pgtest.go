@@ -126,7 +126,7 @@ func Rerun(t *testing.T, pattern string) {
 	if deadline, ok := t.Deadline(); ok {
 		args = append(args, "-test.timeout", time.Until(deadline).Round(time.Second).String())
 	}
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := exec.Command(os.Args[0], args...) //nolint:gosec // G204: this very test binary, with test flags
 	cmd.Env = append(os.Environ(), BackendVar+"=postgres")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
