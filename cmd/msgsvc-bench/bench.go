@@ -48,6 +48,9 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if o.hold > 0 {
 		return holdDaemon(ctx, o)
 	}
+	if o.soak > 0 || o.floodOnly {
+		return runSoak(ctx, o, out)
+	}
 	// 1. The baseline: same handler, no storage.
 	logf("baseline: the handler on a store that keeps nothing")
 	base, err := startProc(self, []string{"-serve-baseline", "-secret", o.secret}, nil)
@@ -62,11 +65,10 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	// 2. Ingest on an empty store.
-	emptyPath := filepath.Join(o.dir, "empty.db")
-	for _, suffix := range []string{"", "-wal", "-shm"} {
-		_ = os.Remove(emptyPath + suffix)
+	emptyURL, err := o.emptyDatabase(ctx)
+	if err != nil {
+		return err
 	}
-	emptyURL := "sqlite:///" + emptyPath
 	d, err := startDaemon(o, emptyURL)
 	if err != nil {
 		return err
@@ -82,13 +84,15 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	}
 
 	// 3. Seed, then everything at scale.
-	bigURL := "sqlite:///" + filepath.Join(o.dir, "big.db")
+	bigURL, err := o.bigDatabase(ctx, o.reuseSeed)
+	if err != nil {
+		return err
+	}
 	var rate float64
 	if o.reuseSeed {
-		logf("reusing the seeded database in %s", o.dir)
+		logf("reusing the seeded database")
 	} else {
 		logf("seeding %d messages", o.seed)
-		_ = os.Remove(filepath.Join(o.dir, "big.db"))
 		if rate, err = seed(ctx, bigURL, o.seed); err != nil {
 			return fmt.Errorf("seeding: %w", err)
 		}
@@ -125,8 +129,8 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("daemon exit: %w", err)
 	}
 
-	fmt.Fprintf(out, "\nmsgsvc-bench: %d CPUs (%s), %s per workload, %d webhook connections (%.0f%% duplicates), %d query connections, %d seeded messages, load generator on the same machine\n\n",
-		runtime.NumCPU(), cpuModel(), o.duration, o.conns, 100*o.dupShare, o.queryConns, o.seed)
+	fmt.Fprintf(out, "\nmsgsvc-bench: %d CPUs (%s), %s store, %s per workload, %d webhook connections (%.0f%% duplicates), %d query connections, %d seeded messages, load generator on the same machine\n\n",
+		runtime.NumCPU(), cpuModel(), o.backend(), o.duration, o.conns, 100*o.dupShare, o.queryConns, o.seed)
 	fmt.Fprintln(out, "| workload | req/s | × baseline | p50 ms | p99 ms | max ms | errors |")
 	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
@@ -162,11 +166,13 @@ func cpuModel() string {
 	return "unknown CPU"
 }
 
-func startDaemon(o options, dbURL string) (*proc, error) {
+// startDaemon starts the daemon on dbURL; extraEnv adds or overrides
+// environment variables.
+func startDaemon(o options, dbURL string, extraEnv ...string) (*proc, error) {
 	logf("starting msgsvcd on %s", dbURL)
-	return startProc(o.daemon, nil, []string{
+	return startProc(o.daemon, nil, append([]string{
 		"WEBHOOK_SECRET=" + o.secret, "ADDR=127.0.0.1:0", "DATABASE_URL=" + dbURL, "LOG_LEVEL=INFO",
-	})
+	}, extraEnv...))
 }
 
 // ingest drives signed webhooks: new ids, and a share of resends of ids the

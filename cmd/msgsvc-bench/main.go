@@ -15,6 +15,16 @@
 //
 //	go build -o /tmp/msgsvcd ./cmd/msgsvcd
 //	go run ./cmd/msgsvc-bench -daemon /tmp/msgsvcd -seed 1000000
+//
+// With -soak it runs the long checks instead: a mixed load (signed webhooks
+// with duplicates and a few bad ones, every kind of GET /messages including
+// cursor walks, /stats, the health probes and /metrics) on a fresh database
+// for the given time, sampling the daemon's RSS, goroutines and open file
+// descriptors every -sample, with a verdict on their flatness; then a flood
+// of -flood idle connections against a daemon with MAX_CONNECTIONS=-flood-max
+// (-flood 0 skips it; -flood-only runs only the flood).
+//
+//	go run ./cmd/msgsvc-bench -daemon /tmp/msgsvcd -soak 10m -conns 4 -query-conns 4 -rate 1000
 package main
 
 import (
@@ -37,7 +47,16 @@ type options struct {
 	dupShare   float64
 	secret     string
 	reuseSeed  bool
+	postgres   string
 	hold       time.Duration
+	soak       time.Duration
+	sample     time.Duration
+	rate       int
+	maxGrowth  float64
+	flood      int
+	floodMax   int
+	floodHold  time.Duration
+	floodOnly  bool
 	baseline   bool // internal: serve the baseline handler
 	addr       string
 }
@@ -52,8 +71,17 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long each workload runs")
 	flag.Float64Var(&o.dupShare, "dup", 0.1, "share of webhooks that resend an id already sent")
 	flag.StringVar(&o.secret, "secret", "bench-secret", "webhook secret")
+	flag.StringVar(&o.postgres, "postgres", "", "a postgres:// URL of a role that may create databases: run the store workloads on new databases there ("+pgEmptyDatabase+", "+pgBigDatabase+") instead of SQLite files in -dir")
 	flag.BoolVar(&o.reuseSeed, "reuse-seed", false, "reuse big.db already seeded in -dir instead of seeding again")
 	flag.DurationVar(&o.hold, "ingest-only", 0, "only drive webhook ingest against big.db in -dir for this long (for profiling)")
+	flag.DurationVar(&o.soak, "soak", 0, "run the soak for this long instead of the benchmark, then the connection flood")
+	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak: how often to sample the daemon")
+	flag.IntVar(&o.rate, "rate", 0, "soak: at most this many requests a second from all connections together (0: no limit)")
+	flag.Float64Var(&o.maxGrowth, "max-growth", 0.10, "soak: largest growth of the median RSS from the second quarter of the soak to the last that counts as flat (0.10 is 10%)")
+	flag.IntVar(&o.flood, "flood", 2000, "soak: idle connections the connection flood opens (0: no flood)")
+	flag.IntVar(&o.floodMax, "flood-max", 256, "soak: MAX_CONNECTIONS of the daemon under the flood")
+	flag.DurationVar(&o.floodHold, "flood-hold", 20*time.Second, "soak: how long the flood holds its connections")
+	flag.BoolVar(&o.floodOnly, "flood-only", false, "run only the connection flood")
 	flag.BoolVar(&o.baseline, "serve-baseline", false, "internal: serve the no-storage baseline and exit on SIGTERM")
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:0", "internal: listen address of -serve-baseline")
 	flag.Parse()

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+)
+
+// Benchmark databases on Postgres: with -postgres, the empty and the seeded
+// stores are databases of their own on that server, made anew for each run
+// (the seeded one is kept for -reuse-seed).
+const (
+	pgEmptyDatabase = "msgsvc_bench_empty"
+	pgBigDatabase   = "msgsvc_bench_big"
+)
+
+// emptyDatabase returns the URL of a new, empty database for the ingest
+// workload: an SQLite file in -dir, or a Postgres database with -postgres.
+func (o options) emptyDatabase(ctx context.Context) (string, error) {
+	if o.postgres == "" {
+		path := filepath.Join(o.dir, "empty.db")
+		for _, suffix := range []string{"", "-wal", "-shm"} {
+			_ = os.Remove(path + suffix)
+		}
+		return "sqlite:///" + path, nil
+	}
+	return recreateDatabase(ctx, o.postgres, pgEmptyDatabase)
+}
+
+// bigDatabase returns the URL of the database to seed, emptied first unless
+// it is to be reused.
+func (o options) bigDatabase(ctx context.Context, reuse bool) (string, error) {
+	if o.postgres == "" {
+		path := filepath.Join(o.dir, "big.db")
+		if !reuse {
+			for _, suffix := range []string{"", "-wal", "-shm"} {
+				_ = os.Remove(path + suffix)
+			}
+		}
+		return "sqlite:///" + path, nil
+	}
+	if reuse {
+		return databaseURL(o.postgres, pgBigDatabase)
+	}
+	return recreateDatabase(ctx, o.postgres, pgBigDatabase)
+}
+
+// backend names the store the workloads run on.
+func (o options) backend() string {
+	if o.postgres == "" {
+		return "SQLite"
+	}
+	return "PostgreSQL (on the same machine)"
+}
+
+// databaseURL returns server with its database replaced by name.
+func databaseURL(server, name string) (string, error) {
+	u, err := url.Parse(server)
+	if err != nil {
+		return "", fmt.Errorf("-postgres does not parse")
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+// recreateDatabase drops and creates the database name on server.
+func recreateDatabase(ctx context.Context, server, name string) (string, error) {
+	admin, err := sql.Open("pgx", server)
+	if err != nil {
+		return "", err
+	}
+	defer admin.Close()
+	for _, stmt := range []string{
+		`DROP DATABASE IF EXISTS ` + name + ` WITH (FORCE)`,
+		`CREATE DATABASE ` + name + ` ENCODING 'UTF8' TEMPLATE template0`,
+	} {
+		if _, err := admin.ExecContext(ctx, stmt); err != nil {
+			return "", fmt.Errorf("preparing the benchmark database %s: %w", name, err)
+		}
+	}
+	return databaseURL(server, name)
+}
