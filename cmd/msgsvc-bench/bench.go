@@ -98,6 +98,9 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		}
 		logf("seeded %d messages at %.0f/s", o.seed, rate)
 	}
+	if err := o.analyze(ctx, bigURL); err != nil {
+		return err
+	}
 	d, err = startDaemon(o, bigURL)
 	if err != nil {
 		return err
