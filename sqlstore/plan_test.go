@@ -248,9 +248,9 @@ func pageSQL(db *DB, q msgsvc.Query) string {
 	return pageQuery(db.read, q, search).String()
 }
 
-// TestSearchPlans checks the two ways the trigram index serves q: few
-// matches are fetched by rowid (no scan of messages), many are tested while
-// walking the list-order index (no sort).
+// TestSearchPlans checks the ways the trigram index serves q: few matches
+// are fetched by rowid (no scan of messages), more are looked up or tested
+// while walking the list-order index (no sort).
 func TestSearchPlans(t *testing.T) {
 	db, _ := openFile(t)
 	since := time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)
@@ -265,10 +265,22 @@ func TestSearchPlans(t *testing.T) {
 			!matchesAnyLine(regexp.MustCompile(`INTEGER PRIMARY KEY`), plan) {
 			t.Errorf("sorted search is not driven by the index's rowids:\n%s\n%s", sorted, strings.Join(plan, "\n"))
 		}
-		walk := pageQuery(db.read, q, textSearch{mode: searchIndexWalk}).String()
-		plan = queryPlan(t, db, walk)
-		if !matchesAnyLine(regexp.MustCompile(`messages_ts_key`), plan) || matchesAnyLine(regexp.MustCompile(`TEMP B-TREE`), plan) {
-			t.Errorf("walking search does not follow the list order:\n%s\n%s", walk, strings.Join(plan, "\n"))
+		for _, walking := range []textSearch{
+			{mode: searchIndexWalk},
+			{mode: searchIndexMember},
+			{mode: searchIndexMember, ids: "[1,2,3]"},
+		} {
+			walk := pageQuery(db.read, q, walking).String()
+			plan = queryPlan(t, db, walk)
+			if !matchesAnyLine(regexp.MustCompile(`messages_ts_key`), plan) || matchesAnyLine(regexp.MustCompile(`TEMP B-TREE`), plan) {
+				t.Errorf("walking search does not follow the list order:\n%s\n%s", walk, strings.Join(plan, "\n"))
+			}
+		}
+		sortedIDs := pageQuery(db.read, q, textSearch{mode: searchIndexSorted, ids: "[1,2,3]"}).String()
+		plan = queryPlan(t, db, sortedIDs)
+		checkNoFullScan(t, sortedIDs, plan)
+		if !matchesAnyLine(regexp.MustCompile(`INTEGER PRIMARY KEY`), plan) {
+			t.Errorf("sorted search is not driven by the ids:\n%s\n%s", sortedIDs, strings.Join(plan, "\n"))
 		}
 		count := listFilter(q, textSearch{mode: searchIndexSorted})(db.read.NewSelect().TableExpr("messages").ColumnExpr("count(*)")).String()
 		plan = queryPlan(t, db, count)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -23,31 +25,86 @@ import (
 //     window of q, at consecutive positions), with no wildcards, because the
 //     phrase is a quoted FTS5 string. Trigrams need three characters.
 //
-// With the index, the page is read one of two ways, by how many rows match:
-// few matches are fetched by rowid and sorted; many are found by walking the
-// list order and testing each row with instr, which stops after one page
-// (with n matches among N rows, about (offset+limit)·N/n rows are tested).
-// The count of the index query decides, and doubles as the total.
+// With the index, the page is read one of three ways, by how many rows
+// match (n among N): the matches are fetched by rowid and sorted (about 8
+// walk steps each: a random page read); or the list-order index is walked,
+// each entry's rowid looked up among the matches' ids, which stops after
+// one page (about (offset+limit)·N/n entries, five to a walk step); or,
+// when the ids are not at hand and matches are many, the list order is
+// walked testing each row with instr (about (offset+limit)·N/n rows).
+//
+// The index query costs about the same whatever it returns: it reads the
+// lists of every trigram of q, long ones for common trigrams (a q of a few
+// hundred matches costs 5–20 ms at 1M rows). So a plan runs it once where it
+// can: it reads the ids of the first probeMax matches as one JSON array;
+// when there are no more, those ids give the count and the page (no second
+// index query), and when there are, the rest is only counted, from the last
+// id read. Exact counts are remembered (countcache.go), so that the pages of
+// one q, and a q asked again, do not count again: a common q then costs one
+// short walk.
+//
+// Searches take turns (one at a time on two cores), but only the expensive
+// ones: a search plans in its read transaction first, and when the plan
+// needs no index query and tests at most cheapSearchCost rows (a remembered
+// count and a short walk, or a sender with few messages) it runs at once.
 
 // searchMode says how a query tests q.
 type searchMode int
 
 const (
 	searchScan        searchMode = iota // instr over text_fold
-	searchIndexSorted                   // rowids from the index, then sorted
-	searchIndexWalk                     // list order, each row tested with instr; the index counts
+	searchIndexSorted                   // the matches' rows fetched by rowid, then sorted
+	searchIndexWalk                     // list order, each row tested with instr
+	searchIndexMember                   // list order, each index entry's rowid looked up among the matches'
 )
 
 // sortedRowCost is what fetching and sorting one match by rowid costs,
-// against testing one row while walking the list order (measured: a rowid
-// fetch and sort step is a few times a walk step).
-const sortedRowCost = 4
+// against testing one row while walking the list order. Measured at 1M
+// rows: a walk step costs 0.65–1 µs (the list order follows the table's,
+// so one page read serves many rows), a match fetched by rowid 3–9 µs (a
+// page read of its own, most of the time).
+const sortedRowCost = 8
+
+// indexStepsPerWalkStep is how many entries of messages_ts_key a walk
+// reads, testing each rowid against the set of matches, in the time of one
+// walk step that reads the row (measured: 0.13–0.2 µs an entry).
+const indexStepsPerWalkStep = 5
+
+// cheapSearchCost is the most rows a search may test, in walk steps,
+// without taking its turn: a few milliseconds of work, as much as the
+// quick pages that never take turns at their deepest offsets.
+const cheapSearchCost = 5000
+
+// probeMax bounds the ids of matches a plan reads (as a JSON array of
+// about 8 bytes each) to use them for the page and the count.
+const probeMax = 8192
+
+// maxCachedID is where the count cache stops: past it SQLite may pick
+// rowids below the largest one, and a count up to an id would change.
+const maxCachedID = math.MaxInt64 / 2
+
+// errNeedTurn stops a search planned without its turn whose plan is
+// expensive: List takes a turn and plans it again.
+var errNeedTurn = errors.New("sqlstore: the search needs its turn")
 
 // textSearch is the plan for q in one List call.
 type textSearch struct {
 	mode      searchMode
-	matches   int64 // rows that match, when mode uses the index
 	indexedTo int64 // rows above this id are not in the index yet
+	// ids, with searchIndexSorted and searchIndexMember, are the ids of
+	// every match of q as a JSON array, read by the plan; "" means the
+	// query reads them from the index itself.
+	ids string
+	// total is the exact total of the List call, when known is set.
+	total int64
+	known bool
+	// collect, when set, has List read the keys of every match in one
+	// pass, for the page and the count (see collectPage).
+	collect bool
+	// remember, when set, has List remember the total it counts, up to
+	// maxID, the largest id of the snapshot.
+	remember bool
+	maxID    int64
 }
 
 func (s textSearch) indexed() bool { return s.mode != searchScan }
@@ -66,12 +123,36 @@ const textMatches = `SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?
 // where adds the q filter to s.
 func (s textSearch) where(sel *bun.SelectQuery, text string) *bun.SelectQuery {
 	folded := msgsvc.Fold(text)
-	switch s.mode {
-	case searchIndexSorted:
-		return sel.Where("id IN ("+textMatches+")", ftsPhrase(folded), s.indexedTo, folded)
+	switch {
+	case s.mode == searchScan || s.mode == searchIndexWalk:
+		return sel.Where("instr(text_fold, ?) > 0", folded)
+	case s.ids != "":
+		return sel.Where("id IN (SELECT value FROM json_each(?))", s.ids)
 	}
-	// searchScan, and searchIndexWalk, whose page walks the list order.
-	return sel.Where("instr(text_fold, ?) > 0", folded)
+	return sel.Where("id IN ("+textMatches+")", ftsPhrase(folded), s.indexedTo, folded)
+}
+
+// table is the FROM clause of the page query: searchIndexMember walks the
+// list-order index, which the planner would not choose over fetching the
+// matches by rowid.
+func (s textSearch) table() string {
+	if s.mode == searchIndexMember {
+		return "messages INDEXED BY messages_ts_key"
+	}
+	return "messages"
+}
+
+// idList returns ids as a JSON array, for json_each.
+func idList(ids []int64) string {
+	b := make([]byte, 0, 2+8*len(ids))
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, ']'))
 }
 
 // senderScanMax is the most messages of one sender that q with from tests
@@ -79,44 +160,324 @@ func (s textSearch) where(sel *bun.SelectQuery, text string) *bun.SelectQuery {
 // matches fewer rows.
 const senderScanMax = 2000
 
-// planSearch chooses how List tests q.
-func planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query) (textSearch, error) {
-	scan := textSearch{mode: searchScan}
-	if q.Text == "" || utf8.RuneCountInString(q.Text) < 3 {
-		return scan, nil
+// searchState is what a plan reads of the snapshot first.
+type searchState struct {
+	indexedTo int64 // every message with id <= indexedTo is in messages_fts
+	maxID     int64 // the largest id
+	rows      int64 // the number of messages
+}
+
+const searchStateQuery = `SELECT indexed_to, (SELECT coalesce(max(id), 0) FROM messages),
+	(SELECT messages FROM totals WHERE id = 1) FROM fts_state WHERE id = 1`
+
+// planSearch chooses how List tests q, and reads the total when it is
+// remembered or falls out of the plan. Without a turn (turn unset) it
+// returns errNeedTurn as soon as the plan proves expensive.
+func (db *DB) planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query, turn bool) (textSearch, error) {
+	if q.Text == "" {
+		return textSearch{}, nil
 	}
-	var senderRows int64
-	if q.From != "" {
-		err := tx.QueryRowContext(ctx, `SELECT n FROM senders WHERE sender = ?`, q.From).Scan(&senderRows)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && senderRows <= senderScanMax) {
-			return scan, nil
-		}
-		if err != nil {
+	var st searchState
+	if err := tx.QueryRowContext(ctx, searchStateQuery).Scan(&st.indexedTo, &st.maxID, &st.rows); err != nil {
+		return textSearch{}, err
+	}
+	p := searchPlanner{db: db, tx: tx, q: q, folded: msgsvc.Fold(q.Text), st: st, turn: turn}
+	return p.plan(ctx)
+}
+
+// surelyExpensive reports whether the search for q will need its turn, so
+// that List takes it before planning. Without from, the plan needs the count
+// of q's matches: when it is not remembered, it is counted; when it is, the
+// page is sorted or walked as below, with the largest id standing for the
+// number of rows (a hint only: the plan decides).
+func (db *DB) surelyExpensive(q msgsvc.Query) bool {
+	if q.Text == "" || q.From != "" {
+		return false
+	}
+	n, rows, ok := db.counts.get(countKey{text: msgsvc.Fold(q.Text)})
+	if !ok {
+		return true
+	}
+	walked := walkCost(q, rows, n)
+	return walked > sortedRowCost*n || walked > cheapSearchCost
+}
+
+// walkCost returns the number of rows that a walk in list order tests
+// before q's page is full, with n matches spread through rows in list order.
+func walkCost(q msgsvc.Query, rows, n int64) int64 {
+	// In floating point: a huge offset must not overflow.
+	w := (float64(q.Offset) + float64(q.Limit) + 1) * float64(rows) / float64(max(n, 1))
+	return int64(min(w, float64(rows)))
+}
+
+// searchPlanner holds what planSearch works with.
+type searchPlanner struct {
+	db     *DB
+	tx     bun.IDB
+	q      msgsvc.Query
+	folded string
+	st     searchState
+	turn   bool
+	cost   int64 // rows the plan tests, in walk steps, so far
+}
+
+func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
+	q := p.q
+	s := textSearch{mode: searchScan, indexedTo: p.st.indexedTo, maxID: p.st.maxID}
+	var err error
+	if s.total, s.known, err = p.remembered(ctx, totalKey(q)); err != nil {
+		return textSearch{}, err
+	}
+	textOnly := q.From == "" && q.Since == nil
+	// n is the number of matches of q alone, when known: it decides the
+	// plan.
+	n, nKnown := s.total, s.known && textOnly
+	if !nKnown && !textOnly {
+		if n, nKnown, err = p.remembered(ctx, countKey{text: p.folded}); err != nil {
 			return textSearch{}, err
 		}
 	}
-	var indexedTo, n int64
-	folded := msgsvc.Fold(q.Text)
-	err := tx.QueryRowContext(ctx, `SELECT indexed_to,
-		(SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?) +
-		(SELECT count(*) FROM messages WHERE id > indexed_to AND instr(text_fold, ?) > 0)
-		FROM fts_state WHERE id = 1`, ftsPhrase(folded), folded).Scan(&indexedTo, &n)
+	senderRows := int64(-1)
+	if q.From != "" {
+		err := p.tx.QueryRowContext(ctx, `SELECT n FROM senders WHERE sender = ?`, q.From).Scan(&senderRows)
+		if errors.Is(err, sql.ErrNoRows) {
+			senderRows = 0
+		} else if err != nil {
+			return textSearch{}, err
+		}
+	}
+	short := utf8.RuneCountInString(q.Text) < 3
+	switch {
+	case q.From != "" && (short || senderRows <= senderScanMax):
+		return p.senderScan(s, senderRows)
+	case short:
+		// Walk the list order, testing each row; count them all.
+		walk := p.st.rows
+		if nKnown {
+			walk = p.walked(n)
+		}
+		p.cost += walk
+		if !s.known {
+			p.cost += p.st.rows
+			s.remember = true
+		}
+		return s, p.check()
+	}
+
+	var ids string
+	if !nKnown {
+		if err := p.need(); err != nil {
+			return textSearch{}, err
+		}
+		limit := p.probeMax()
+		if q.From != "" {
+			limit = min(senderRows, limit)
+		}
+		var last int64
+		if ids, n, last, err = p.matches(ctx, limit); err != nil {
+			return textSearch{}, err
+		}
+		if n >= limit && q.From != "" && limit == senderRows {
+			// At least as many matches as the sender has rows: test those.
+			return p.senderScan(s, senderRows)
+		}
+		if n >= limit {
+			if n, err = p.countMatches(ctx, last, n); err != nil {
+				return textSearch{}, err
+			}
+			ids = ""
+		}
+		p.db.remember(countKey{text: p.folded}, n, p.st.maxID)
+		if textOnly {
+			s.total, s.known = n, true
+		}
+	}
+
+	switch {
+	case q.From != "" && n >= senderRows:
+		return p.senderScan(s, senderRows)
+	case q.From != "":
+		// The sender's index, in list order, with each rowid looked up
+		// among the matches': SQLite's own choice for sender = ? AND id IN.
+		return p.indexed(ctx, s, searchIndexSorted, ids, n)
+	}
+	w := p.walked(n)
+	if ids == "" && w <= sortedRowCost*n {
+		s.mode = searchIndexWalk
+		p.cost += w
+		if !s.known {
+			// With since, the matches are counted through the index.
+			s.remember = true
+			return s, p.need()
+		}
+		return s, p.check()
+	}
+	mode := searchIndexSorted
+	if w/indexStepsPerWalkStep+sortedRowCost*int64(q.Limit+1) < sortedRowCost*n {
+		mode = searchIndexMember
+	}
+	return p.indexed(ctx, s, mode, ids, n)
+}
+
+// walked returns walkCost for n matches among the snapshot's rows.
+func (p *searchPlanner) walked(n int64) int64 {
+	return walkCost(p.q, p.st.rows, n)
+}
+
+// senderScan plans a test of each of the sender's rows, in one pass for the
+// page and the count.
+func (p *searchPlanner) senderScan(s textSearch, senderRows int64) (textSearch, error) {
+	s.mode = searchScan
+	s.collect = !s.known && senderRows <= probeMax
+	s.remember = !s.known && senderRows*sortedRowCost > cheapSearchCost
+	// The sender's rows are spread through the table: each costs a random
+	// fetch, like a sorted match.
+	p.cost += senderRows * sortedRowCost
+	return s, p.check()
+}
+
+// indexed plans a page of the n matches read from the index: by rowid and
+// sorted, or walking the list order and looking each row up among them
+// (mode), from ids when the plan has read them. The index query costs as
+// much as the rowid lookups of thousands of matches, so the page reads it
+// in its own query, unless the count would read it too: then the ids are
+// read once, for both.
+func (p *searchPlanner) indexed(ctx context.Context, s textSearch, mode searchMode, ids string, n int64) (textSearch, error) {
+	s.mode = mode
+	s.remember = !s.known
+	if ids == "" {
+		if err := p.need(); err != nil {
+			return textSearch{}, err
+		}
+		if limit := p.probeMax(); !s.known && n < limit {
+			read, got, _, err := p.matches(ctx, limit)
+			if err != nil {
+				return textSearch{}, err
+			}
+			if got < limit {
+				ids = read
+			}
+		}
+	}
+	s.ids = ids
+	s.collect = ids != "" && !s.known
+	return s, nil
+}
+
+// probeMax returns the most ids of matches the plan reads: probeMax,
+// unless a test lowered it for its database.
+func (p *searchPlanner) probeMax() int64 {
+	if p.db.probeMax > 0 {
+		return p.db.probeMax
+	}
+	return probeMax
+}
+
+// need says that the plan needs the index, or work enough to take a turn.
+func (p *searchPlanner) need() error {
+	if !p.turn {
+		return errNeedTurn
+	}
+	return nil
+}
+
+// check says whether the plan's cost needs a turn.
+func (p *searchPlanner) check() error {
+	if p.cost > cheapSearchCost {
+		return p.need()
+	}
+	return nil
+}
+
+// matches reads the ids of q's matches, in the index and then in the tail,
+// up to limit of them, as a JSON array: n of them, the largest last. There
+// are more when n reaches limit. SQLite builds the array, so that a
+// thousand ids cost no more than their index entries.
+func (p *searchPlanner) matches(ctx context.Context, limit int64) (ids string, n, last int64, err error) {
+	read := func(query string, args ...any) (string, int64, int64, error) {
+		var ids string
+		var n, last int64
+		err := p.tx.QueryRowContext(ctx, `SELECT count(*), coalesce(max(id), 0), json_group_array(id) FROM (`+query+`)`,
+			args...).Scan(&n, &last, &ids)
+		return ids, n, last, err
+	}
+	// Both take the smallest ids, so the largest one read tells where
+	// counting the rest starts.
+	ids, n, last, err = read(`SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid LIMIT ?`,
+		ftsPhrase(p.folded), limit)
+	if err != nil || n >= limit || p.st.maxID <= p.st.indexedTo {
+		return ids, n, last, err
+	}
+	tail, more, tailLast, err := read(`SELECT id FROM messages WHERE id > ? AND instr(text_fold, ?) > 0 ORDER BY id LIMIT ?`,
+		p.st.indexedTo, p.folded, limit-n)
 	switch {
 	case err != nil:
-		return textSearch{}, err
-	case q.From != "" && n >= senderRows:
-		return scan, nil // the sender's own rows are fewer than the matches
-	case q.From != "":
-		return textSearch{mode: searchIndexSorted, matches: n, indexedTo: indexedTo}, nil
+		return "", 0, 0, err
+	case more == 0:
+		return ids, n, last, nil
+	case n == 0:
+		return tail, more, tailLast, nil
 	}
-	var rows int64
-	if err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&rows); err != nil {
-		return textSearch{}, err
+	return ids[:len(ids)-1] + "," + tail[1:], n + more, tailLast, nil
+}
+
+// countMatches returns n plus the number of matches above id last.
+func (p *searchPlanner) countMatches(ctx context.Context, last, n int64) (int64, error) {
+	var rest int64
+	if last >= p.st.maxID {
+		return n, nil
 	}
-	// Matches are spread through the list order, so a walk from any start
-	// tests about this many rows before the page is full.
-	if walked := int64(q.Offset+q.Limit+1) * rows / max(n, 1); walked > sortedRowCost*n {
-		return textSearch{mode: searchIndexSorted, matches: n, indexedTo: indexedTo}, nil
+	err := p.tx.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ? AND rowid > ?) +
+		(SELECT count(*) FROM messages WHERE id > max(?, ?) AND instr(text_fold, ?) > 0)`,
+		ftsPhrase(p.folded), last, last, p.st.indexedTo, p.folded).Scan(&rest)
+	return n + rest, err
+}
+
+// remembered returns the count of k in this snapshot from the count cache,
+// bringing it up to date by testing the rows added since, when they are
+// few.
+func (p *searchPlanner) remembered(ctx context.Context, k countKey) (int64, bool, error) {
+	n, upTo, ok := p.db.counts.get(k)
+	if !ok || upTo > p.st.maxID || p.st.maxID-upTo > countDeltaMax {
+		return 0, false, nil
 	}
-	return textSearch{mode: searchIndexWalk, matches: n, indexedTo: indexedTo}, nil
+	if upTo == p.st.maxID {
+		return n, true, nil
+	}
+	query := `SELECT count(*) FROM messages WHERE id > ? AND instr(text_fold, ?) > 0`
+	args := []any{upTo, k.text}
+	// The unary + keeps the planner on the rowid range: the sender's or
+	// the time index would read far more rows.
+	if k.from != "" {
+		query += ` AND +sender = ?`
+		args = append(args, k.from)
+	}
+	if k.since != "" {
+		query += ` AND +ts_key >= ?`
+		args = append(args, k.since)
+	}
+	var added int64
+	if err := p.tx.QueryRowContext(ctx, query, args...).Scan(&added); err != nil {
+		return 0, false, err
+	}
+	p.cost += p.st.maxID - upTo
+	p.db.remember(k, n+added, p.st.maxID)
+	return n + added, true, nil
+}
+
+// totalKey names the total of q in the count cache.
+func totalKey(q msgsvc.Query) countKey {
+	k := countKey{from: q.From, text: msgsvc.Fold(q.Text)}
+	if q.Since != nil {
+		k.since = msgsvc.InstantKey(*q.Since)
+	}
+	return k
+}
+
+// remember puts an exact count into the count cache.
+func (db *DB) remember(k countKey, n, upTo int64) {
+	if upTo <= maxCachedID {
+		db.counts.put(k, n, upTo)
+	}
 }

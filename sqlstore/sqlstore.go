@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,8 @@ type DB struct {
 	maxBatch int
 
 	searches chan struct{} // a slot per text search allowed to run at once
+	counts   countCache    // exact counts of text searches (SQLite)
+	probeMax int64         // if > 0, the ids a search plan reads at most (tests)
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
 }
@@ -248,7 +251,6 @@ type messageRow struct {
 // List returns one page of messages matching q, in list order, with the
 // exact total of the filters, from one consistent snapshot.
 func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
-	var page msgsvc.Page
 	if q.Limit < 1 || q.Limit > msgsvc.MaxLimit {
 		q.Limit = min(max(q.Limit, 0), msgsvc.MaxLimit)
 		if q.Limit == 0 {
@@ -256,45 +258,140 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 		}
 	}
 	q.Offset = max(q.Offset, 0)
-	if q.Text != "" {
-		// Text searches are the expensive reads: they take turns, so the
-		// quick pages always find a core free.
-		select {
-		case db.searches <- struct{}{}:
-			defer func() { <-db.searches }()
-		case <-ctx.Done():
-			return msgsvc.Page{}, ctx.Err()
+	// Text searches are the expensive reads: they take turns, so the quick
+	// pages always find a core free. On SQLite a search first plans without
+	// a turn, and runs at once when its plan is cheap (see search.go).
+	turn := q.Text != "" && (db.postgres || db.surelyExpensive(q))
+	if turn {
+		if err := db.takeTurn(ctx); err != nil {
+			return msgsvc.Page{}, err
 		}
+		defer db.endTurn()
 	}
+	page, err := db.list(ctx, q, turn)
+	if errors.Is(err, errNeedTurn) {
+		if err := db.takeTurn(ctx); err != nil {
+			return msgsvc.Page{}, err
+		}
+		defer db.endTurn()
+		page, err = db.list(ctx, q, true)
+	}
+	if err != nil {
+		return msgsvc.Page{}, unavailable(err)
+	}
+	return page, nil
+}
+
+// takeTurn waits for a slot to run a text search in.
+func (db *DB) takeTurn(ctx context.Context) error {
+	select {
+	case db.searches <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// endTurn gives back the slot of takeTurn.
+func (db *DB) endTurn() { <-db.searches }
+
+// list reads one page of List in one read transaction. A text search
+// without its turn fails with errNeedTurn when its plan is expensive.
+func (db *DB) list(ctx context.Context, q msgsvc.Query, turn bool) (msgsvc.Page, error) {
+	var page msgsvc.Page
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
 		if db.postgres {
 			var err error
 			page, err = listPostgres(ctx, tx.Tx, q)
 			return err
 		}
-		search, err := planSearch(ctx, tx, q)
+		search, err := db.planSearch(ctx, tx, q, turn)
 		if err != nil {
+			return err
+		}
+		if search.collect {
+			page, err = collectPage(ctx, tx, q, search)
+			if err == nil && search.remember {
+				db.remember(totalKey(q), page.Total, search.maxID)
+			}
 			return err
 		}
 		var rows []messageRow
 		if err := pageQuery(tx, q, search).Scan(ctx, &rows); err != nil {
 			return err
 		}
-		if len(rows) > q.Limit {
-			last := rows[q.Limit-1]
-			page.Next = &msgsvc.Position{Key: last.TSKey, MessageID: last.MessageID}
-			rows = rows[:q.Limit]
-		}
-		page.Messages = make([]msgsvc.Message, len(rows))
-		for i, r := range rows {
-			page.Messages[i] = msgsvc.Message{MessageID: r.MessageID, From: r.Sender, To: r.Recipient, TS: r.TS, Text: r.Text}
-		}
+		page = pageOf(q, rows)
 		page.Total, err = db.count(ctx, tx, q, search)
 		return err
 	})
-	if err != nil {
-		return msgsvc.Page{}, unavailable(err)
+	return page, err
+}
+
+// pageOf returns the page of rows read by pageQuery: q.Limit of them, and
+// the position of the last one when a row follows it.
+func pageOf(q msgsvc.Query, rows []messageRow) msgsvc.Page {
+	var page msgsvc.Page
+	if len(rows) > q.Limit {
+		last := rows[q.Limit-1]
+		page.Next = &msgsvc.Position{Key: last.TSKey, MessageID: last.MessageID}
+		rows = rows[:q.Limit]
 	}
+	page.Messages = make([]msgsvc.Message, len(rows))
+	for i, r := range rows {
+		page.Messages[i] = msgsvc.Message{MessageID: r.MessageID, From: r.Sender, To: r.Recipient, TS: r.TS, Text: r.Text}
+	}
+	return page
+}
+
+// matchKey is where one match of a collected search stands in list order.
+type matchKey struct {
+	ID        int64  `bun:"id"`
+	TSKey     string `bun:"ts_key"`
+	MessageID string `bun:"message_id"`
+}
+
+// collectPage reads a page and its total in one pass over the matches:
+// the list positions of every match of q's filters, whose number is the
+// total, and then the rows of the page, cut from them in memory. The plan
+// chooses it when the matches are few and reading them twice, once for the
+// page and once for the count, would cost a second pass of random reads.
+func collectPage(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textSearch) (msgsvc.Page, error) {
+	filters := q
+	filters.After = nil // the total ignores the position
+	var keys []matchKey
+	err := listFilter(filters, search)(tx.NewSelect().TableExpr("messages").Column("id", "ts_key", "message_id")).
+		OrderExpr("ts_key, message_id").Scan(ctx, &keys)
+	if err != nil {
+		return msgsvc.Page{}, err
+	}
+	start := 0
+	if a := q.After; a != nil {
+		// The first match after the position, as (ts_key, message_id) >
+		// (?, ?) compares: byte order, column by column.
+		start = sort.Search(len(keys), func(i int) bool {
+			k := keys[i]
+			return k.TSKey > a.Key || (k.TSKey == a.Key && k.MessageID > a.MessageID)
+		})
+	}
+	if q.Offset < len(keys)-start { // not start+q.Offset: it could overflow
+		start += q.Offset
+	} else {
+		start = len(keys)
+	}
+	ids := make([]int64, 0, q.Limit+1)
+	for _, k := range keys[start:min(start+q.Limit+1, len(keys))] {
+		ids = append(ids, k.ID)
+	}
+	var rows []messageRow
+	if len(ids) > 0 {
+		err = tx.NewSelect().TableExpr("messages").Column("message_id", "sender", "recipient", "ts", "ts_key", "text").
+			Where("id IN (SELECT value FROM json_each(?))", idList(ids)).OrderExpr("ts_key, message_id").Scan(ctx, &rows)
+		if err != nil {
+			return msgsvc.Page{}, err
+		}
+	}
+	page := pageOf(q, rows)
+	page.Total = int64(len(keys))
 	return page, nil
 }
 
@@ -326,7 +423,7 @@ func pageQuery(idb bun.IDB, q msgsvc.Query, search textSearch) *bun.SelectQuery 
 		// reading every row from since up to it.
 		filters.Since = nil
 	}
-	sel := listFilter(filters, search)(idb.NewSelect().TableExpr("messages").
+	sel := listFilter(filters, search)(idb.NewSelect().TableExpr(search.table()).
 		Column("message_id", "sender", "recipient", "ts", "ts_key", "text"))
 	if q.After != nil {
 		sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
@@ -348,8 +445,8 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textS
 			return 0, nil
 		}
 		return n, err
-	case q.From == "" && q.Since == nil && search.indexed():
-		return search.matches, nil
+	case q.Text != "" && search.known:
+		return search.total, nil
 	case q.From == "" && q.Text == "":
 		return countSince(ctx, tx, msgsvc.InstantKey(*q.Since))
 	}
@@ -359,6 +456,9 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textS
 		search.mode = searchIndexSorted
 	}
 	err := listFilter(q, search)(tx.NewSelect().TableExpr("messages").ColumnExpr("count(*)")).Scan(ctx, &n)
+	if err == nil && q.Text != "" && search.remember {
+		db.remember(totalKey(q), n, search.maxID)
+	}
 	return n, err
 }
 
@@ -394,6 +494,9 @@ const (
 // Stats returns the exact statistics from the counters that every insert
 // transaction keeps.
 func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
+	if db.postgres {
+		return statsPostgres(ctx, db.read.DB)
+	}
 	var st msgsvc.Stats
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
 		err := tx.QueryRowContext(ctx, statsTotalsQuery).
