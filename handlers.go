@@ -29,7 +29,7 @@ type Handler struct {
 	log          *slog.Logger
 	metrics      *metrics
 	routes       map[string]*route
-	bodies       sync.Pool   // *bytes.Buffer for webhook bodies and list answers
+	bodies       sync.Pool     // *bytes.Buffer for webhook bodies and list answers
 	storeDown    atomic.Uint32 // which kinds of store call are failing (outageRead, outageWrite); see noteStore
 }
 
