@@ -73,28 +73,7 @@ func TestDaemonConcurrentSendersFirstBodyWins(t *testing.T) {
 	}
 
 	// Every row, page by page with the cursor.
-	stored := map[string]string{}
-	cursor := ""
-	for {
-		path := "/messages?limit=100"
-		if cursor != "" {
-			path += "&cursor=" + cursor
-		}
-		page := d.get(t, path, "").json(t)
-		for _, m := range page["data"].([]any) {
-			m := m.(map[string]any)
-			id := m["message_id"].(string)
-			if _, dup := stored[id]; dup {
-				t.Errorf("%s listed twice", id)
-			}
-			stored[id], _ = m["text"].(string)
-		}
-		next, _ := page["next_cursor"].(string)
-		if next == "" {
-			break
-		}
-		cursor = next
-	}
+	stored := listAll(t, d)
 	if len(stored) != len(acked) {
 		t.Errorf("%d rows, want %d", len(stored), len(acked))
 	}

@@ -55,34 +55,6 @@ func (s *sender) post(base string, body []byte) int {
 	return resp.StatusCode
 }
 
-// listAll walks d's /messages with cursors and returns every row's text by
-// id, failing on an id listed twice.
-func listAll(t *testing.T, d *daemon) map[string]string {
-	t.Helper()
-	stored := map[string]string{}
-	path := "/messages?limit=100"
-	for {
-		r := d.get(t, path, "")
-		if r.status != http.StatusOK {
-			t.Fatalf("GET %s = %d %s", path, r.status, r.body)
-		}
-		page := r.json(t)
-		for _, m := range page["data"].([]any) {
-			m := m.(map[string]any)
-			id := m["message_id"].(string)
-			if _, dup := stored[id]; dup {
-				t.Errorf("%s listed twice", id)
-			}
-			stored[id], _ = m["text"].(string)
-		}
-		next, _ := page["next_cursor"].(string)
-		if next == "" {
-			return stored
-		}
-		path = "/messages?limit=100&cursor=" + url.QueryEscape(next)
-	}
-}
-
 // TestDaemonReplicasSharePostgres runs two daemons on one Postgres
 // database. Concurrent senders spread deliveries with overlapping ids over
 // both, resending ids with other texts: every id is stored once, with the
