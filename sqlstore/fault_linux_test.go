@@ -8,31 +8,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/tmpfs"
 )
-
-// mountTmpfs mounts a tmpfs of size on a new temporary folder, unmounted
-// when the test ends; the test is skipped where mounting is not permitted.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size+",mode=0700"); err != nil {
-		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-			t.Skipf("mounting a tmpfs is not permitted here (%v): this fault test needs root or CAP_SYS_ADMIN", err)
-		}
-		t.Fatalf("mounting a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
 
 // TestPingOnFullDisk fills a small tmpfs until an insert fails with
 // SQLITE_FULL. Ping must then fail, though the WAL keeps the room the failed
@@ -40,7 +20,7 @@ func mountTmpfs(t *testing.T, size string) string {
 // must pass again, with inserts, once the file system grows.
 func TestPingOnFullDisk(t *testing.T) {
 	ctx := context.Background()
-	dir := mountTmpfs(t, "2m")
+	dir := tmpfs.Mount(t, "2m")
 	path := filepath.Join(dir, "app.db")
 	db, err := Open(ctx, "sqlite:///"+path)
 	if err != nil {
@@ -96,9 +76,7 @@ func TestPingOnFullDisk(t *testing.T) {
 	}
 
 	release()
-	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_NOSUID|syscall.MS_NODEV, "size=64m"); err != nil {
-		t.Fatalf("growing the tmpfs: %v", err)
-	}
+	tmpfs.Resize(t, dir, "64m")
 	if err := db.Ping(ctx); err != nil {
 		t.Fatalf("Ping once there is room: %v", err)
 	}

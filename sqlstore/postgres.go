@@ -102,8 +102,8 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 		_ = rsql.Close()
 		return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
 	}
+	close(db.checkpointDone) // Postgres checkpoints itself: no checkpointer
 	go db.runWriter()
-	go db.runCheckpointer() // nothing to checkpoint: it only drains its channel
 	return db, nil
 }
 

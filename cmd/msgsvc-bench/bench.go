@@ -287,8 +287,11 @@ func newQueries(o options, addr string) *queries {
 	return &queries{o: o, base: "http://" + addr, vocab: vocabulary()}
 }
 
-func (q *queries) get(path string, v url.Values) request {
-	u := q.base + path
+func (q *queries) get(path string, v url.Values) request { return getOK(q.base, path, v) }
+
+// getOK is a GET of base+path with query v that must answer 200.
+func getOK(base, path string, v url.Values) request {
+	u := base + path
 	if len(v) > 0 {
 		u += "?" + v.Encode()
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -23,11 +22,7 @@ const (
 // workload: an SQLite file in -dir, or a Postgres database with -postgres.
 func (o options) emptyDatabase(ctx context.Context) (string, error) {
 	if o.postgres == "" {
-		path := filepath.Join(o.dir, "empty.db")
-		for _, suffix := range []string{"", "-wal", "-shm"} {
-			_ = os.Remove(path + suffix)
-		}
-		return "sqlite:///" + path, nil
+		return freshSQLite(o.dir, "empty.db"), nil
 	}
 	return recreateDatabase(ctx, o.postgres, pgEmptyDatabase)
 }
@@ -35,14 +30,11 @@ func (o options) emptyDatabase(ctx context.Context) (string, error) {
 // bigDatabase returns the URL of the database to seed, emptied first unless
 // it is to be reused.
 func (o options) bigDatabase(ctx context.Context, reuse bool) (string, error) {
+	if o.postgres == "" && reuse {
+		return "sqlite:///" + filepath.Join(o.dir, "big.db"), nil
+	}
 	if o.postgres == "" {
-		path := filepath.Join(o.dir, "big.db")
-		if !reuse {
-			for _, suffix := range []string{"", "-wal", "-shm"} {
-				_ = os.Remove(path + suffix)
-			}
-		}
-		return "sqlite:///" + path, nil
+		return freshSQLite(o.dir, "big.db"), nil
 	}
 	if reuse {
 		return databaseURL(o.postgres, pgBigDatabase)

@@ -502,19 +502,7 @@ func (q *queryWorker) page() request {
 	}
 }
 
-func (l *soakLoad) get(path string, v url.Values) request {
-	u := l.base + path
-	if len(v) > 0 {
-		u += "?" + v.Encode()
-	}
-	return func(ctx context.Context, c *http.Client) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-		if err != nil {
-			return err
-		}
-		return do(c, req, http.StatusOK)
-	}
-}
+func (l *soakLoad) get(path string, v url.Values) request { return getOK(l.base, path, v) }
 
 // scrapeMetrics reads GET /metrics and returns the value of every sample
 // without labels, by name.

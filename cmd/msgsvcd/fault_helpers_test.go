@@ -5,8 +5,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,42 +16,8 @@ import (
 	"time"
 	"unsafe"
 
-	_ "modernc.org/sqlite" // to read the database the daemon left
-
 	"github.com/msgsvc/msgsvc"
 )
-
-// mountTmpfs mounts a tmpfs of the given size (a mount option such as "2m")
-// on a new temporary folder and returns the folder. The test is skipped when
-// this process may not mount (it is not root, or has no CAP_SYS_ADMIN). The
-// file system is unmounted when the test ends, after the daemons it started
-// are gone: cleanups run last registered first.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size+",mode=0700"); err != nil {
-		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES) {
-			t.Skipf("mounting a tmpfs is not permitted here (%v): this fault test needs root or CAP_SYS_ADMIN", err)
-		}
-		t.Fatalf("mounting a tmpfs on %s: %v", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmounting %s: %v", dir, err)
-			_ = syscall.Unmount(dir, syscall.MNT_DETACH)
-		}
-	})
-	return dir
-}
-
-// resizeTmpfs changes the size of the tmpfs mounted on dir, while the files
-// on it stay open.
-func resizeTmpfs(t *testing.T, dir, size string) {
-	t.Helper()
-	if err := syscall.Mount("", dir, "", syscall.MS_REMOUNT|syscall.MS_NOSUID|syscall.MS_NODEV, "size="+size); err != nil {
-		t.Fatalf("resizing the tmpfs on %s to %s: %v", dir, size, err)
-	}
-}
 
 // setFileSizeLimit sets the soft RLIMIT_FSIZE of process pid (hard limit
 // unchanged): a write that would reach an offset at or past limit fails with
@@ -179,48 +143,6 @@ func (p *poster) sendUntilSteadilyRefused(prefix string, limit, steady int, sett
 		time.Sleep(settle / time.Duration(steady))
 	}
 	return out
-}
-
-// storedIDsIntact opens the database file read-only after the daemon has
-// stopped, checks its integrity and that the counters agree with the rows,
-// and returns the stored message ids.
-func storedIDsIntact(t *testing.T, path string) map[string]bool {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("the database file: %v", err)
-	}
-	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	var check string
-	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
-		t.Fatalf("integrity_check: %q, %v", check, err)
-	}
-	ids := map[string]bool{}
-	rows, err := db.Query(`SELECT message_id FROM messages`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			t.Fatal(err)
-		}
-		ids[id] = true
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	if err := db.QueryRow(`SELECT messages FROM totals WHERE id = 1`).Scan(&total); err != nil {
-		t.Fatal(err)
-	}
-	if total != int64(len(ids)) {
-		t.Errorf("totals.messages = %d, but %d rows: the counters disagree with the rows", total, len(ids))
-	}
-	return ids
 }
 
 // waitForStatus polls GET path until it answers want, failing the test

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/msgsvc/msgsvc/internal/tmpfs"
 )
 
 const faultSecret = "fault-secret"
@@ -81,7 +83,7 @@ func TestDaemonFaultStoreUnwritable(t *testing.T) {
 			name:       "disk full",
 			tmpfsSize:  "2m",
 			inject:     func(*testing.T, *faultRun) {}, // the writes fill it
-			clear:      func(t *testing.T, r *faultRun) { resizeTmpfs(t, r.dir, "64m") },
+			clear:      func(t *testing.T, r *faultRun) { tmpfs.Resize(t, r.dir, "64m") },
 			maxToFault: 10000,
 			// One sender, and messages of one size: once one finds no
 			// room, the next find none either. With batches of different
@@ -110,7 +112,7 @@ func TestDaemonFaultStoreUnwritable(t *testing.T) {
 func runStoreFault(t *testing.T, f storeFault) {
 	r := &faultRun{}
 	if f.tmpfsSize != "" {
-		r.dir = mountTmpfs(t, f.tmpfsSize)
+		r.dir = tmpfs.Mount(t, f.tmpfsSize)
 	} else {
 		r.dir = t.TempDir()
 	}
@@ -338,7 +340,7 @@ func TestDaemonFaultStopWhileDiskFull(t *testing.T) {
 		t.Skip("mounts file systems and fills them")
 	}
 	t.Parallel()
-	dir := mountTmpfs(t, "2m")
+	dir := tmpfs.Mount(t, "2m")
 	dbPath := filepath.Join(dir, "app.db")
 	env := map[string]string{"WEBHOOK_SECRET": faultSecret, "DATABASE_URL": sqliteURL(dbPath)}
 	d := startDaemon(t, env)
@@ -363,7 +365,7 @@ func TestDaemonFaultStopWhileDiskFull(t *testing.T) {
 	t.Logf("stopped on a full disk after %d acknowledged; database %d B, WAL %d B",
 		len(acked), sizeOf(dbPath), sizeOf(dbPath+"-wal"))
 
-	resizeTmpfs(t, dir, "64m")
+	tmpfs.Resize(t, dir, "64m")
 	d = startDaemon(t, env)
 	waitForStatus(t, d, "/health/ready", http.StatusOK, 10*time.Second)
 	if total := d.get(t, "/stats", "").json(t)["total_messages"]; total != float64(len(acked)) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/msgsvc/msgsvc"
 	"github.com/msgsvc/msgsvc/internal/pgtest"
+	_ "modernc.org/sqlite" // to read the databases the daemon leaves
 )
 
 // TestMain removes the daemon binary that the end-to-end tests build.
@@ -548,4 +550,46 @@ func listAll(t *testing.T, d *daemon) map[string]string {
 		}
 		path = "/messages?limit=100&cursor=" + url.QueryEscape(next)
 	}
+}
+
+// storedIDsIntact opens the database file read-only after the daemon has
+// stopped, checks its integrity and that the counters agree with the rows,
+// and returns the stored message ids.
+func storedIDsIntact(t *testing.T, path string) map[string]bool {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the database file: %v", err)
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var check string
+	if err := db.QueryRow(`PRAGMA integrity_check`).Scan(&check); err != nil || check != "ok" {
+		t.Fatalf("integrity_check: %q, %v", check, err)
+	}
+	ids := map[string]bool{}
+	rows, err := db.Query(`SELECT message_id FROM messages`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	if err := db.QueryRow(`SELECT messages FROM totals WHERE id = 1`).Scan(&total); err != nil {
+		t.Fatal(err)
+	}
+	if total != int64(len(ids)) {
+		t.Errorf("totals.messages = %d, but %d rows: the counters disagree with the rows", total, len(ids))
+	}
+	return ids
 }
