@@ -4,7 +4,8 @@
 //
 // Writes go through a single writer goroutine that batches concurrent
 // inserts into one transaction (group commit) and answers each caller only
-// after COMMIT has reached disk. Reads use a separate pool of read-only
+// after COMMIT has reached disk; on SQLite the fsync of one batch overlaps
+// the writing of the next (walsync.go). Reads use a separate pool of read-only
 // connections, so they never wait for the writer.
 package sqlstore
 
@@ -77,7 +78,9 @@ type DB struct {
 
 	checkpoints    chan struct{} // a commit happened: the checkpointer has work
 	checkpointDone chan struct{}
-	checkpointDB   *sql.DB // nil for :memory:
+	checkpointDB   *sql.DB    // nil for :memory:
+	gate           sync.Mutex // held by the writer for each transaction; the checkpointer takes it to let the WAL start over
+	walRestart     int        // WAL frames past which the checkpointer makes the WAL start over (walRestartFrames; tests lower it)
 
 	queue    chan *insertRequest
 	mu       sync.RWMutex // held for writing only to close the queue
@@ -93,6 +96,13 @@ type DB struct {
 	probeMax int64         // if > 0, the ids a search plan reads at most (tests)
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
+
+	// Pipelined durability (walsync.go).
+	walPath  string                // the SQLite WAL file; "" where commits are durable by themselves
+	wal      *os.File              // syncer goroutine only
+	walInfo  os.FileInfo           // of wal, to notice a new WAL file
+	syncErr  atomic.Pointer[error] // a WAL fsync failed: no more writes
+	syncHook func(err error) error // tests: replaces the outcome of each WAL fsync
 }
 
 var _ msgsvc.Store = (*DB)(nil)
@@ -124,11 +134,16 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	uri := "file:" + strings.ReplaceAll(path, "%", "%25")
 	// Pragmas go in the DSN, so every connection the pool opens gets them.
 	// The writer does no checkpoints itself (wal_autocheckpoint(0)): the
-	// checkpointer goroutine copies the WAL back on a connection of its own,
-	// so a commit waits only for its own WAL fsync.
+	// checkpointer goroutine copies the WAL back on a connection of its own.
+	// Its commits do not fsync (synchronous(NORMAL)): the syncer goroutine
+	// fsyncs the WAL before any caller is answered (walsync.go). Statement
+	// journals stay in memory (temp_store(MEMORY)): a multi-row INSERT ...
+	// ON CONFLICT keeps one, and a file would cost a write per page. When
+	// the WAL starts over, it is cut back to 64 MiB (journal_size_limit), so
+	// a burst does not keep its disk space for good.
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
-		"&_pragma=synchronous(FULL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
-		"&_pragma=cache_size(-16000)&_txlock=immediate"
+		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
+		"&_pragma=cache_size(-16000)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
 	if memory {
 		writeDSN = ":memory:?_pragma=busy_timeout(5000)&_txlock=immediate"
 	}
@@ -149,6 +164,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		checkpointDone: make(chan struct{}),
 		done:           make(chan struct{}),
 		maxBatch:       2048,
+		walRestart:     walRestartFrames,
 	}
 	fail := func(err error) (*DB, error) {
 		_ = db.write.Close()
@@ -166,6 +182,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
+		db.walPath = path + "-wal"
 		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-2000)")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
@@ -173,7 +190,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		rsql.SetMaxOpenConns(readConns)
 		rsql.SetMaxIdleConns(readConns)
 		db.read = bun.NewDB(rsql, sqlitedialect.New())
-		db.checkpointDB, err = sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)")
+		// A checkpoint syncs the WAL before it copies frames into the file,
+		// and the file after: the writer's unsynced commits rely on it.
+		db.checkpointDB, err = sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for checkpoints: %w", path, err))
 		}

@@ -261,8 +261,26 @@ func TestPragmas(t *testing.T) {
 	if err := db.write.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&synchronous); err != nil {
 		t.Fatal(err)
 	}
+	// NORMAL: the commit does not fsync, the syncer does (walsync.go).
+	if synchronous != 1 {
+		t.Errorf("writer synchronous = %d, want 1 (NORMAL)", synchronous)
+	}
+	// FULL for checkpoints: the writer's unsynced commits rely on a
+	// checkpoint syncing the WAL before it copies frames into the file.
+	if err := db.checkpointDB.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&synchronous); err != nil {
+		t.Fatal(err)
+	}
 	if synchronous != 2 {
-		t.Errorf("writer synchronous = %d, want 2 (FULL)", synchronous)
+		t.Errorf("checkpointer synchronous = %d, want 2 (FULL)", synchronous)
+	}
+	for pragma, want := range map[string]int{"temp_store": 2, "journal_size_limit": 64 << 20, "wal_autocheckpoint": 0} {
+		var got int
+		if err := db.write.QueryRowContext(ctx, `PRAGMA `+pragma).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("writer %s = %d, want %d", pragma, got, want)
+		}
 	}
 	if err := db.write.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy); err != nil {
 		t.Fatal(err)

@@ -67,11 +67,19 @@ func (db *DB) write1(ctx context.Context, req *insertRequest) error {
 }
 
 // runWriter is the single writer: it takes every request waiting in the queue
-// (up to maxBatch messages), writes them in one transaction, commits, and
-// only then answers each caller. It returns when the queue is closed and
-// drained.
+// (up to maxBatch messages), writes them in one transaction and commits.
+// The syncer (walsync.go) answers each caller once the commit is on disk,
+// while the writer goes on with the next batch. It returns when the queue is
+// closed and drained and every caller has its answer.
 func (db *DB) runWriter() {
 	defer close(db.done)
+	acks := make(chan committed)
+	synced := make(chan struct{})
+	go db.runSyncer(acks, synced)
+	defer func() {
+		close(acks)
+		<-synced // every batch answered
+	}()
 	var batch []*insertRequest
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
@@ -80,12 +88,12 @@ func (db *DB) runWriter() {
 		select {
 		case req, ok := <-db.queue:
 			if !ok {
-				db.indexText(true) // leave the index whole for the next start
+				db.indexGated(true) // leave the index whole for the next start
 				return
 			}
 			first = req
 		case <-idle.C:
-			db.indexText(true) // quiet: catch the search index up
+			db.indexGated(true) // quiet: catch the search index up
 			continue
 		}
 		batch = append(batch[:0], first)
@@ -103,36 +111,47 @@ func (db *DB) runWriter() {
 				break drain
 			}
 		}
-		db.commit(batch)
-		for _, req := range batch {
-			close(req.done)
-		}
+		// The syncer answers the batch once its WAL frames are on disk.
+		// The hand-off waits while the syncer is busy with the batch
+		// before, so inserts arriving during an fsync gather into the next
+		// batch instead of many small ones: one commit and one fsync in
+		// flight, each a batch. The search index is caught up meanwhile.
+		db.gate.Lock()
+		c := committed{batch: slices.Clone(batch), err: db.commit(batch)}
+		db.gate.Unlock()
 		clear(batch)
-		db.indexText(false)
+		select {
+		case acks <- c:
+			db.indexGated(false)
+		default:
+			db.indexGated(false)
+			acks <- c
+		}
 		idle.Reset(indexIdle)
 	}
+}
+
+// indexGated runs indexText under the gate: its commits, like the
+// batches', must not begin while the checkpointer holds it.
+func (db *DB) indexGated(force bool) {
+	db.gate.Lock()
+	defer db.gate.Unlock()
+	db.indexText(force)
 }
 
 // commit writes one batch in one transaction and commits it. Any error
 // fails every request of the batch and stores none of them: after an I/O
 // error SQLite may already have rolled the transaction back, and going on
-// would write outside it.
-func (db *DB) commit(batch []*insertRequest) {
-	err := db.writeBatch(batch)
-	if err != nil {
-		db.writeFailed.Store(true)
-		err = unavailable(err)
-		for _, req := range batch {
-			req.created, req.err = nil, err
-		}
-		return
+// would write outside it. After a failed WAL sync nothing is written at all
+// (see walsync.go).
+func (db *DB) commit(batch []*insertRequest) error {
+	if err := db.walBroken(); err != nil {
+		return err
 	}
-	// A batch of duplicates commits a transaction that wrote nothing: it
-	// says nothing about whether writes succeed again, so only a batch that
-	// wrote (a new row, or the probe) ends a failure.
-	if wrote(batch) {
-		db.writeFailed.Store(false)
+	if err := db.writeBatch(batch); err != nil {
+		return unavailable(err)
 	}
+	return nil
 }
 
 // wrote reports whether a committed batch changed the database.

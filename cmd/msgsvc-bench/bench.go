@@ -355,7 +355,10 @@ func holdDaemon(ctx context.Context, o options) error {
 	}
 	logf("daemon pid %d on %s", d.cmd.Process.Pid, d.addr)
 	ing := newIngest(o, fmt.Sprintf("hold%d", time.Now().Unix()), d.addr)
+	cpu0 := d.cpuTime()
 	res, _ := runLoad(ctx, "ingest", o.conns, o.hold, ing.next)
-	logf("ingest: %.0f req/s p50 %s p99 %s errors %d", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors)
+	cpu := d.cpuTime() - cpu0
+	logf("ingest: %.0f req/s p50 %s p99 %s errors %d, daemon CPU %.0f µs/req", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors,
+		float64(cpu.Microseconds())/float64(max(res.requests, 1)))
 	return d.stop()
 }

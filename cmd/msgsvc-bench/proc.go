@@ -86,3 +86,23 @@ func (p *proc) stop() error {
 		return fmt.Errorf("pid %d did not stop within 60s of SIGTERM", p.cmd.Process.Pid)
 	}
 }
+
+// cpuTime returns the CPU time (user and system) the process has used so
+// far, from /proc/<pid>/stat, or 0 where that cannot be read.
+func (p *proc) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, field 2, is in parentheses and may hold spaces:
+	// count fields after its closing one. utime and stime are fields 14
+	// and 15, in clock ticks (USER_HZ, 100 on Linux).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * (time.Second / 100)
+}

@@ -1,0 +1,179 @@
+package sqlstore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/msgsvc/msgsvc"
+)
+
+// Pipelined durability. The writer's connection runs with
+// synchronous=NORMAL: COMMIT writes the transaction's frames to the WAL and
+// returns without an fsync. The writer hands the committed batch to the
+// syncer goroutine and starts on the next batch at once; the syncer fsyncs
+// the WAL file and only then answers the batch's callers. So batch n's fsync
+// overlaps batch n+1's work, and one fsync covers every batch committed
+// while the one before it ran.
+//
+// Why an acknowledged row survives a power loss: its commit frame was
+// written (write(2)) before the fsync that preceded its answer began, and
+// fsync makes every write to the file before it durable. SQLite's recovery
+// replays the WAL up to the last commit frame whose checksum chain holds, so
+// it keeps that transaction and drops only later ones, whose callers have no
+// answer yet. A duplicate found in the database is answered only after an
+// fsync too, one that comes after the commit of the row it found. The
+// checkpointer's connection keeps synchronous=FULL: a checkpoint syncs the
+// WAL before copying it and the database file after, so a frame moved to
+// the file and a WAL emptied by a checkpoint lose nothing either.
+//
+// What this gives up: a committed row is visible to readers up to one
+// fsync before its caller is answered. A power loss in that window can take
+// back a row that a query returned but that no sender was told was stored;
+// the sender retries it.
+//
+// A failed fsync is final. Linux may drop the unwritten pages and report
+// the error once, so the file can lack rows that this process still reads
+// from its cache, and a later fsync would succeed anyway. The store then
+// refuses every write (ErrUnavailable, readiness 503) until it is reopened,
+// which recovers from what is really on disk; this is what PostgreSQL does
+// on an fsync failure.
+
+// committed is one batch the writer has committed (err == nil) or failed.
+type committed struct {
+	batch []*insertRequest
+	err   error
+}
+
+// errWALSync wraps the error of a failed WAL fsync.
+var errWALSync = errors.New("sqlstore: syncing the WAL failed; rows committed since the last sync may not be on disk, so writes stay refused until the store is reopened")
+
+// walBroken returns the failure that ends all writes, or nil.
+func (db *DB) walBroken() error {
+	if p := db.syncErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// runSyncer answers committed batches in the order the writer committed
+// them: a failed batch at once, a committed one after an fsync of the WAL
+// that began after its commit. It takes every batch waiting, so one fsync
+// covers them all. It returns when acks is closed and drained.
+func (db *DB) runSyncer(acks <-chan committed, synced chan<- struct{}) {
+	defer close(synced)
+	defer db.closeWAL()
+	var group []committed
+	for c := range acks {
+		group = append(group[:0], c)
+	drain:
+		for {
+			select {
+			case c, ok := <-acks:
+				if !ok {
+					break drain
+				}
+				group = append(group, c)
+			default:
+				break drain
+			}
+		}
+		var syncErr error
+		for _, c := range group {
+			if c.err == nil {
+				syncErr = db.syncWAL()
+				break
+			}
+		}
+		for _, c := range group {
+			db.answer(c, syncErr)
+		}
+		clear(group)
+	}
+}
+
+// answer records the outcome of one batch and answers its callers.
+func (db *DB) answer(c committed, syncErr error) {
+	err := c.err
+	if err == nil {
+		err = syncErr
+	}
+	if err != nil {
+		db.writeFailed.Store(true)
+		for _, req := range c.batch {
+			req.created, req.err = nil, err
+		}
+	} else if wrote(c.batch) {
+		// A batch of duplicates commits a transaction that wrote nothing:
+		// it says nothing about whether writes succeed again, so only a
+		// batch that wrote (a new row, or the probe) ends a failure.
+		db.writeFailed.Store(false)
+	}
+	for _, req := range c.batch {
+		close(req.done)
+	}
+}
+
+// syncWAL makes every commit so far durable: it fsyncs the WAL file. It
+// does nothing where commits are durable by themselves (Postgres, whose
+// COMMIT waits for its own WAL flush) or there is no file (:memory:). Only
+// the syncer calls it.
+func (db *DB) syncWAL() error {
+	if db.walPath == "" {
+		return nil
+	}
+	if err := db.walBroken(); err != nil {
+		return err
+	}
+	err := db.fsyncWAL()
+	if db.syncHook != nil {
+		err = db.syncHook(err)
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: %w: %w", msgsvc.ErrUnavailable, errWALSync, err)
+		db.syncErr.Store(&err)
+	}
+	return err
+}
+
+// fsyncWAL fsyncs the WAL file through a descriptor of the syncer's own,
+// reopened when SQLite has made a new WAL file since. A missing WAL is one
+// that SQLite checkpointed into the database file, synced, and removed:
+// there is nothing left to sync.
+func (db *DB) fsyncWAL() error {
+	fi, err := os.Stat(db.walPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		db.closeWAL()
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if db.wal != nil && !os.SameFile(fi, db.walInfo) {
+		db.closeWAL()
+	}
+	if db.wal == nil {
+		// Write access, because some systems (Windows) flush only files
+		// open for writing; the syncer never writes through it.
+		f, err := os.OpenFile(db.walPath, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		db.wal, db.walInfo = f, fi
+	}
+	return db.wal.Sync()
+}
+
+// closeWAL closes the syncer's descriptor of the WAL file, if open.
+func (db *DB) closeWAL() {
+	if db.wal != nil {
+		_ = db.wal.Close() // opened only to fsync: nothing to lose
+		db.wal, db.walInfo = nil, nil
+	}
+}

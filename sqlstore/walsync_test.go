@@ -1,0 +1,209 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/msgsvc/msgsvc"
+)
+
+// syncGate replaces the WAL fsync's outcome with a hook that reports each
+// sync on entered and waits for release, which may send an error to fail
+// the sync with.
+type syncGate struct {
+	entered chan struct{}
+	release chan error
+}
+
+// wait waits for the next WAL fsync to begin.
+func (g *syncGate) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case <-g.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no WAL fsync began within 10s")
+	}
+}
+
+func newSyncGate(db *DB) *syncGate {
+	g := &syncGate{entered: make(chan struct{}), release: make(chan error)}
+	db.syncHook = func(err error) error {
+		g.entered <- struct{}{}
+		if injected := <-g.release; injected != nil {
+			return injected
+		}
+		return err
+	}
+	return g
+}
+
+// insertAsync runs db.Insert of one message in a goroutine.
+func insertAsync(db *DB, id string) <-chan insertResult {
+	out := make(chan insertResult, 1)
+	go func() {
+		created, err := db.Insert(context.Background(), []msgsvc.Message{testMessage(id)})
+		out <- insertResult{id: id, created: created, err: err}
+	}()
+	return out
+}
+
+// notAnswered fails t if r already holds an answer, without waiting.
+func notAnswered(t *testing.T, r <-chan insertResult) {
+	t.Helper()
+	select {
+	case res := <-r:
+		t.Fatalf("insert %q answered before its WAL fsync ended: %+v", res.id, res)
+	default:
+	}
+}
+
+// TestAnswerWaitsForWALSync: a committed insert, and a duplicate of it, are
+// answered only after an fsync of the WAL that began after the commit, though
+// readers see the row as soon as it commits.
+func TestAnswerWaitsForWALSync(t *testing.T) {
+	ctx := context.Background()
+	db, _ := openFile(t)
+	g := newSyncGate(db)
+
+	first := insertAsync(db, "a")
+	g.wait(t) // batch 1 committed, its fsync under way
+	if !storedIDs(t, db)["a"] {
+		t.Fatal("row a is not visible while its fsync runs: the sync should follow the commit")
+	}
+	notAnswered(t, first)
+
+	dup := insertAsync(db, "a")
+	// The duplicate's batch commits (writing nothing) while batch 1 is
+	// still syncing; the writer then waits to hand it over.
+	g.release <- nil // batch 1's fsync ends
+	if res := <-first; res.err != nil || !res.created[0] {
+		t.Fatalf("first insert: created %v, err %v; want created", res.created, res.err)
+	}
+	g.wait(t) // the duplicate's batch: its own fsync
+	notAnswered(t, dup)
+	g.release <- nil
+	if res := <-dup; res.err != nil || res.created[0] {
+		t.Fatalf("duplicate: created %v, err %v; want a duplicate", res.created, res.err)
+	}
+
+	db.syncHook = nil // the writer is idle: no sync in flight
+	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("b")}); err != nil {
+		t.Fatal(err)
+	}
+	checkCounters(t, db)
+}
+
+// TestWALSyncFailureIsFinal: a failed fsync fails every caller whose batch
+// it covered, and every write after it, until the store is reopened;
+// readiness reports it. Reopening recovers from the file.
+func TestWALSyncFailureIsFinal(t *testing.T) {
+	ctx := context.Background()
+	db, url := openFile(t)
+	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("before")}); err != nil {
+		t.Fatal(err)
+	}
+	g := newSyncGate(db)
+	res := insertAsync(db, "lost")
+	g.wait(t)
+	g.release <- errors.New("input/output error")
+	r := <-res
+	if !errors.Is(r.err, msgsvc.ErrUnavailable) || !errors.Is(r.err, errWALSync) {
+		t.Fatalf("insert covered by a failed fsync: err %v, want ErrUnavailable and errWALSync", r.err)
+	}
+
+	// Later writes are refused without being written: the file may lack
+	// rows this process still sees.
+	db.syncHook = nil
+	for _, id := range []string{"after", "lost"} {
+		if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(id)}); !errors.Is(err, errWALSync) {
+			t.Fatalf("insert %q after a failed fsync: err %v, want errWALSync", id, err)
+		}
+	}
+	if storedIDs(t, db)["after"] {
+		t.Fatal("a write after the failed fsync was stored")
+	}
+	if err := db.Ping(ctx); !errors.Is(err, msgsvc.ErrUnavailable) {
+		t.Fatalf("Ping after a failed fsync: %v, want ErrUnavailable", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	db2 := openURL(t, url)
+	if err := db2.Ping(ctx); err != nil {
+		t.Fatalf("Ping after reopening: %v", err)
+	}
+	created, err := db2.Insert(ctx, []msgsvc.Message{testMessage("after")})
+	if err != nil || !created[0] {
+		t.Fatalf("insert after reopening: created %v, err %v", created, err)
+	}
+	if !storedIDs(t, db2)["before"] {
+		t.Fatal("a row acknowledged before the failure is gone")
+	}
+	checkCounters(t, db2)
+}
+
+// TestWALStartsOverUnderLoad: under inserts that never pause, the
+// checkpointer still makes the WAL start over from the beginning (without
+// it, the WAL would grow by every frame written), and nothing is lost.
+func TestWALStartsOverUnderLoad(t *testing.T) {
+	ctx := context.Background()
+	db, url := openFile(t)
+	db.walRestart = 200 // frames
+	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("first")}); err != nil {
+		t.Fatal(err)
+	}
+	salt := walSalt(t, db)
+
+	const writers, each = 4, 300
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// SQLite changes the salt in the WAL header each time the WAL starts
+	// over.
+	if walSalt(t, db) == salt {
+		t.Errorf("the WAL never started over during %d inserts (restart past %d frames)", writers*each, db.walRestart)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(storedIDs(t, openURL(t, url))); n != writers*each+1 {
+		t.Fatalf("%d rows after reopening, want %d", n, writers*each+1)
+	}
+}
+
+// walSalt returns the salt-1 field of the WAL header.
+func walSalt(t *testing.T, db *DB) [4]byte {
+	t.Helper()
+	f, err := os.Open(db.walPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var salt [4]byte
+	if _, err := f.ReadAt(salt[:], 16); err != nil {
+		t.Fatal(err)
+	}
+	return salt
+}
