@@ -43,10 +43,27 @@ import (
 // one q, and a q asked again, do not count again: a common q then costs one
 // short walk.
 //
+// The index query reads the whole list of a common trigram even when the
+// others are rare: FTS5 steps every list, in every segment, to each row
+// the rarer ones hold. So when a sample of the texts (trigrams.go) says
+// that some of q's trigrams are in more than a fifth of the rows, and others
+// are not, the ids are read another way: the rows of the AND of the phrases
+// of q's runs of other trigrams, a superset of q's matches, each tested with
+// instr(text_fold, Fold(q)), which is the truth, so the ids are exactly the
+// phrase's. Testing a candidate (a fetch by rowid) costs as much as reading
+// a few hundred entries of a list, so this is done only when those
+// candidates are at most the rows left out over verifyPerDroppedRow (and
+// at least minVerify); the candidates are read with that limit, and when
+// there are more the phrase is read as before. The count past the ids read
+// and a page read from the index without ids still use the phrase.
+//
 // Searches take turns (one at a time on two cores), but only the expensive
 // ones: a search plans in its read transaction first, and when the plan
 // needs no index query and tests at most cheapSearchCost rows (a remembered
 // count and a short walk, or a sender with few messages) it runs at once.
+// An index query counts as cheap too when the sample holds one of q's
+// trigrams in at most cheapTrigramRows rows: FTS5 then steps the other
+// lists only to those few rows (a q like an id or a rare name).
 
 // searchMode says how a query tests q.
 type searchMode int
@@ -182,6 +199,9 @@ func (db *DB) planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query, turn b
 		return textSearch{}, err
 	}
 	p := searchPlanner{db: db, tx: tx, q: q, folded: msgsvc.Fold(q.Text), st: st, turn: turn}
+	if utf8.RuneCountInString(q.Text) >= 3 {
+		p.est = db.trigrams.refresh(ctx, tx, st)
+	}
 	return p.plan(ctx)
 }
 
@@ -194,9 +214,10 @@ func (db *DB) surelyExpensive(q msgsvc.Query) bool {
 	if q.Text == "" || q.From != "" {
 		return false
 	}
-	n, rows, ok := db.counts.get(countKey{text: msgsvc.Fold(q.Text)})
+	folded := msgsvc.Fold(q.Text)
+	n, rows, ok := db.counts.get(countKey{text: folded})
 	if !ok {
-		return true
+		return !db.trigrams.peek().cheapIndex(folded)
 	}
 	walked := walkCost(q, rows, n)
 	return walked > sortedRowCost*n || walked > cheapSearchCost
@@ -218,7 +239,8 @@ type searchPlanner struct {
 	folded string
 	st     searchState
 	turn   bool
-	cost   int64 // rows the plan tests, in walk steps, so far
+	cost   int64           // rows the plan tests, in walk steps, so far
+	est    trigramEstimate // how common q's trigrams are
 }
 
 func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
@@ -266,7 +288,7 @@ func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
 
 	var ids string
 	if !nKnown {
-		if err := p.need(); err != nil {
+		if err := p.needIndex(); err != nil {
 			return textSearch{}, err
 		}
 		limit := p.probeMax()
@@ -346,7 +368,7 @@ func (p *searchPlanner) indexed(ctx context.Context, s textSearch, mode searchMo
 	s.mode = mode
 	s.remember = !s.known
 	if ids == "" {
-		if err := p.need(); err != nil {
+		if err := p.needIndex(); err != nil {
 			return textSearch{}, err
 		}
 		if limit := p.probeMax(); !s.known && n < limit {
@@ -381,6 +403,15 @@ func (p *searchPlanner) need() error {
 	return nil
 }
 
+// needIndex says that the plan needs the index: a turn, unless one of q's
+// trigrams is in so few rows that the index query costs little.
+func (p *searchPlanner) needIndex() error {
+	if p.est.cheapIndex(p.folded) {
+		return nil
+	}
+	return p.need()
+}
+
 // check says whether the plan's cost needs a turn.
 func (p *searchPlanner) check() error {
 	if p.cost > cheapSearchCost {
@@ -403,8 +434,29 @@ func (p *searchPlanner) matches(ctx context.Context, limit int64) (ids string, n
 	}
 	// Both take the smallest ids, so the largest one read tells where
 	// counting the rest starts.
-	ids, n, last, err = read(`SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid LIMIT ?`,
-		ftsPhrase(p.folded), limit)
+	done := false
+	if match, verifyMax, ok := p.est.reducedMatch(p.folded); ok {
+		// The candidates of q's rarer trigrams, when there are few, each
+		// tested with instr: the truth, so the ids are exactly the
+		// phrase's.
+		var candidates string
+		var c int64
+		err = p.tx.QueryRowContext(ctx, `SELECT count(*), json_group_array(id) FROM (
+			SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid LIMIT ?)`,
+			match, verifyMax+1).Scan(&c, &candidates)
+		if err != nil {
+			return "", 0, 0, err
+		}
+		if c <= verifyMax {
+			ids, n, last, err = read(`SELECT id FROM messages WHERE id IN (SELECT value FROM json_each(?))
+				AND instr(text_fold, ?) > 0 ORDER BY id LIMIT ?`, candidates, p.folded, limit)
+			done = true
+		}
+	}
+	if !done {
+		ids, n, last, err = read(`SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid LIMIT ?`,
+			ftsPhrase(p.folded), limit)
+	}
 	if err != nil || n >= limit || p.st.maxID <= p.st.indexedTo {
 		return ids, n, last, err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -428,14 +429,16 @@ func TestSearchPlanChoices(t *testing.T) {
 	}{
 		{"common: the list-order index, each rowid looked up among the ids read", msgsvc.Query{Text: "alpha"}, plan{mode: searchIndexMember, ids: true, known: true, turnful: true}},
 		{"common again: walk without a turn", msgsvc.Query{Text: "alpha"}, plan{mode: searchIndexWalk, known: true}},
-		{"rare: sorted from the ids read", msgsvc.Query{Text: "gamma"}, plan{mode: searchIndexSorted, ids: true, known: true, turnful: true}},
-		{"rare again: sorted from the index", msgsvc.Query{Text: "gamma"}, plan{mode: searchIndexSorted, known: true, turnful: true}},
-		{"less rare: the list-order index, each rowid looked up among the ids read", msgsvc.Query{Text: "beta"}, plan{mode: searchIndexMember, ids: true, known: true, turnful: true}},
+		// gamma's and beta's trigrams are in fewer than cheapTrigramRows
+		// rows: their index queries run without a turn.
+		{"rare: sorted from the ids read, without a turn", msgsvc.Query{Text: "gamma"}, plan{mode: searchIndexSorted, ids: true, known: true}},
+		{"rare again: sorted from the index, without a turn", msgsvc.Query{Text: "gamma"}, plan{mode: searchIndexSorted, known: true}},
+		{"less rare: the list-order index, each rowid looked up among the ids read", msgsvc.Query{Text: "beta"}, plan{mode: searchIndexMember, ids: true, known: true}},
 		{"less rare again: walk without a turn", msgsvc.Query{Text: "beta"}, plan{mode: searchIndexWalk, known: true}},
-		{"rare with since: ids, one pass", msgsvc.Query{Text: "gamma", Since: &since}, plan{mode: searchIndexSorted, ids: true, collect: true, turnful: true}},
+		{"rare with since: ids, one pass", msgsvc.Query{Text: "gamma", Since: &since}, plan{mode: searchIndexSorted, ids: true, collect: true}},
 		{"short: scan", msgsvc.Query{Text: "%"}, plan{mode: searchScan, known: false, turnful: true}},
 		{"few rows of a sender: scan, one pass, without a turn", msgsvc.Query{Text: "alpha", From: midSender}, plan{mode: searchScan, collect: true}},
-		{"big sender, rare q: ids, one pass", msgsvc.Query{Text: "beta", From: bigSender}, plan{mode: searchIndexSorted, ids: true, collect: true, turnful: true}},
+		{"big sender, rare q: ids, one pass", msgsvc.Query{Text: "beta", From: bigSender}, plan{mode: searchIndexSorted, ids: true, collect: true}},
 		{"big sender, common q: scan, one pass", msgsvc.Query{Text: "alpha", From: bigSender}, plan{mode: searchScan, collect: true, turnful: true}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -596,5 +599,188 @@ func TestSearchHugeOffset(t *testing.T) {
 					q.Text, q.From, q.Offset, q.After, len(page.Messages), page.Total, page.Next, err, want)
 			}
 		}
+	}
+}
+
+// reducedData returns n messages in which "chi" is in every text, so that
+// its trigrams are common and a search for q leaves them out, testing the
+// candidates of q's other trigrams with instr: "moruchi" in a few, and
+// "moruchx", "moruc hi" and "moru" + "chi" elsewhere, which hold some or all
+// of moruchi's rarer trigrams without holding it. "hotechi" is in more rows
+// than a reduced search tests, and "tafamone" in a few.
+func reducedData(prefix string, from, n int) []msgsvc.Message {
+	r := rand.New(rand.NewPCG(uint64(from), 11))
+	fillers := []string{"moruchi", "MoRuChI", "moruchx", "moruc hi", "moru chichi", "xmoruchix", "hotechi", "tafamone", "tafam mone"}
+	msgs := make([]msgsvc.Message, 0, n)
+	for i := from; i < from+n; i++ {
+		sender := fmt.Sprintf("+100000002%02d", r.IntN(4))
+		ts := time.Date(2025, 4, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(r.IntN(10*24*60)) * time.Minute)
+		m := msgsvc.Message{MessageID: fmt.Sprintf("%s%05d", prefix, i), From: sender, To: "+14155550100", TS: ts.Format(time.RFC3339)}
+		if i%17 != 5 {
+			text := fmt.Sprintf("chi w%d", r.IntN(200))
+			switch x := r.IntN(100); {
+			case x < 12:
+				text += " hotechi"
+			case x < 20:
+				text += " " + fillers[r.IntN(len(fillers))]
+			}
+			m.Text = &text
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+// reducedTaken reports whether a search for folded would read the
+// candidates of its rarer trigrams and test them: the trigram sample finds
+// a common trigram to leave out, and the candidates are few enough.
+func reducedTaken(t *testing.T, db *DB, folded string) bool {
+	t.Helper()
+	ctx := context.Background()
+	var taken bool
+	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var st searchState
+		if err := tx.QueryRowContext(ctx, searchStateQuery).Scan(&st.indexedTo, &st.maxID, &st.rows); err != nil {
+			return err
+		}
+		match, verifyMax, ok := db.trigrams.refresh(ctx, tx, st).reducedMatch(folded)
+		if !ok {
+			return nil
+		}
+		var n int64
+		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?`, match).Scan(&n)
+		taken = n <= verifyMax
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return taken
+}
+
+// TestSearchReducedExact checks that a search that leaves q's common
+// trigrams out of the index query, and tests the candidates of the others
+// with instr, answers exactly what a scan does: pages and totals, alone and
+// with from and since, counted afresh and remembered, with an unindexed
+// tail, and after the candidates outgrow what it tests.
+func TestSearchReducedExact(t *testing.T) {
+	db, _ := openFile(t)
+	ctx := context.Background()
+	msgs := reducedData("a", 0, 1500)
+	if _, err := db.Insert(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	waitIndexed(t, db)
+	for _, c := range []struct {
+		folded string
+		want   bool
+	}{
+		{"MORUCHI", true},   // MOR ORU RUC UCH kept, CHI left out
+		{"XMORUCHI", true},  // XMO MOR ORU RUC UCH kept
+		{"TAFAMONE", false}, // no common trigram
+		{"HOTECHI", false},  // too many candidates: the phrase
+		{"CHI W1", false},   // " W1" is kept, but in too many rows
+	} {
+		if got := reducedTaken(t, db, c.folded); got != c.want {
+			t.Errorf("q %q: reduced search %v, want %v", c.folded, got, c.want)
+		}
+	}
+	since := time.Date(2025, 4, 5, 0, 0, 0, 0, time.UTC)
+	texts := []string{"moruchi", "MORUCHI", "xmoruchi", "oruchi", "moruch", "ruchi", "moruchix", "hotechi", "otech", "tafamone", "chi w1", "chi w19", "i w17"}
+	check := func(t *testing.T, msgs []msgsvc.Message) {
+		t.Helper()
+		folded := foldTexts(msgs)
+		for _, text := range texts {
+			for _, f := range []msgsvc.Query{{}, {From: "+10000000201"}, {Since: &since}} {
+				for _, pos := range []msgsvc.Query{{Limit: 10}, {Limit: 3, Offset: 4}} {
+					q := f
+					q.Text, q.Limit, q.Offset = text, pos.Limit, pos.Offset
+					page, err := db.List(ctx, q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					wantIDs, wantNext, wantTotal, _ := scanMatches(msgs, folded, q)
+					var got []string
+					for _, m := range page.Messages {
+						got = append(got, m.MessageID)
+					}
+					if !slices.Equal(got, wantIDs) || page.Total != wantTotal || (page.Next != nil) != wantNext {
+						t.Errorf("q %q from %q since %v offset %d:\ngot  %v total %d next %v\nwant %v total %d next %v",
+							q.Text, q.From, q.Since, q.Offset, got, page.Total, page.Next != nil, wantIDs, wantTotal, wantNext)
+					}
+				}
+			}
+		}
+	}
+	t.Run("counted", func(t *testing.T) { check(t, msgs) })
+	t.Run("remembered", func(t *testing.T) { check(t, msgs) })
+	t.Run("unindexed tail", func(t *testing.T) {
+		db.counts.clear()
+		unindexAbove(t, db, int64(len(msgs)-300))
+		checkTail(t, db)
+		check(t, msgs)
+	})
+	t.Run("more inserted", func(t *testing.T) {
+		db.counts.clear()
+		more := reducedData("b", 1500, 700)
+		if _, err := db.Insert(ctx, more); err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, more...)
+		waitIndexed(t, db)
+		check(t, msgs)
+	})
+}
+
+// TestTrigramSample checks that the sample counts trigrams as the FTS5
+// trigram tokenizer cuts them: on a table small enough to be sampled
+// whole, each trigram's count is the number of rows the index lists for it.
+func TestTrigramSample(t *testing.T) {
+	db, _ := openFile(t)
+	ctx := context.Background()
+	var msgs []msgsvc.Message
+	for i, text := range []string{"école Straße", "ÉCOLE", "😀😀😀😀 ab", "ab", "nnn nnn", "नमस्ते", "K\u212ak", `"q" 100%_`, "ΣσςΣ"} {
+		msgs = append(msgs, msgsvc.Message{MessageID: fmt.Sprintf("m%d", i), From: "+12345", To: "+12346", TS: "2025-01-15T10:00:00Z", Text: &text})
+	}
+	if _, err := db.Insert(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	db.indexText(true)
+	// The writer's connection: fts5vocab needs a temporary table.
+	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		docs, n, err := sampleTrigrams(ctx, tx, int64(len(msgs)))
+		if err != nil {
+			return err
+		}
+		if n != int64(len(msgs)) {
+			t.Errorf("sampled %d rows, want %d", n, len(msgs))
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, messages_fts, row)`); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT term, doc FROM temp.vocab`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		want := map[string]int32{}
+		for rows.Next() {
+			var term string
+			var doc int32
+			if err := rows.Scan(&term, &doc); err != nil {
+				return err
+			}
+			want[term] = doc
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if !maps.Equal(docs, want) {
+			t.Errorf("sampled trigram counts\n%v\nwant the index's\n%v", docs, want)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -93,6 +93,7 @@ type DB struct {
 
 	searches chan struct{} // a slot per text search allowed to run at once
 	counts   countCache    // exact counts of text searches (SQLite)
+	trigrams trigramStats  // how common each trigram is, to plan searches (SQLite)
 	probeMax int64         // if > 0, the ids a search plan reads at most (tests)
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
