@@ -28,6 +28,14 @@ const (
 	indexChunk = 1024
 )
 
+// The indexer's statements, prepared once (see writerSQL).
+const (
+	indexStateSQL = `SELECT indexed_to, (SELECT coalesce(max(id), 0) FROM messages) FROM fts_state WHERE id = 1`
+	indexAddSQL   = `INSERT INTO messages_fts (rowid, text_fold)
+		SELECT id, text_fold FROM messages WHERE id > ? AND id <= ? AND text_fold IS NOT NULL`
+	indexMarkSQL = `UPDATE fts_state SET indexed_to = ? WHERE id = 1`
+)
+
 // indexText adds unindexed rows to messages_fts. Between batches (force
 // unset) it indexes one chunk once indexEvery rows wait, so inserts queued
 // behind it wait for one chunk at most; with force set it indexes all of
@@ -41,8 +49,7 @@ func (db *DB) indexText(force bool) {
 	ctx := context.Background()
 	for {
 		var from, to int64
-		err := db.write.DB.QueryRowContext(ctx,
-			`SELECT indexed_to, (SELECT coalesce(max(id), 0) FROM messages) FROM fts_state WHERE id = 1`).Scan(&from, &to)
+		err := db.prepared(ctx, nil, indexStateSQL).QueryRowContext(ctx).Scan(&from, &to)
 		if err != nil || to <= from || (!force && to-from < indexEvery) {
 			return
 		}
@@ -63,11 +70,10 @@ func (db *DB) indexRange(ctx context.Context, from, to int64) error {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	if _, err := tx.ExecContext(ctx, `INSERT INTO messages_fts (rowid, text_fold)
-		SELECT id, text_fold FROM messages WHERE id > ? AND id <= ? AND text_fold IS NOT NULL`, from, to); err != nil {
+	if _, err := db.prepared(ctx, tx, indexAddSQL).ExecContext(ctx, from, to); err != nil {
 		return fmt.Errorf("sqlstore: indexing text: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE fts_state SET indexed_to = ? WHERE id = 1`, to); err != nil {
+	if _, err := db.prepared(ctx, tx, indexMarkSQL).ExecContext(ctx, to); err != nil {
 		return fmt.Errorf("sqlstore: indexing text: %w", err)
 	}
 	return tx.Commit()

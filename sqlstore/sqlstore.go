@@ -14,9 +14,11 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,7 +76,12 @@ type DB struct {
 	read     *bun.DB // read-only pool; the same as write for :memory:
 	readTx   *sql.TxOptions
 
-	inserts map[int]*sql.Stmt // prepared multi-row INSERTs by row count; writer goroutine only
+	inserts map[int]*sql.Stmt    // prepared multi-row INSERTs by row count; writer goroutine only
+	stmts   map[string]*sql.Stmt // the writer's other statements (writerSQL), prepared at open (SQLite)
+
+	// Stats's statements, prepared once on the read pool (SQLite): each
+	// reader connection compiles them the first time it runs them.
+	statsTotals, statsTop *sql.Stmt
 
 	checkpoints    chan struct{} // a commit happened: the checkpointer has work
 	checkpointDone chan struct{}
@@ -160,6 +167,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		write:          bun.NewDB(wsql, sqlitedialect.New()),
 		queue:          make(chan *insertRequest, 4096),
 		inserts:        map[int]*sql.Stmt{},
+		stmts:          map[string]*sql.Stmt{},
 		searches:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
@@ -178,6 +186,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		return fail(fmt.Errorf("sqlstore: opening %s: %w", path, err))
 	}
 	if err := migrate(ctx, db.write); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+	}
+	if err := db.prepareWriter(ctx); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
 	if memory {
@@ -199,6 +210,12 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		}
 		db.checkpointDB.SetMaxOpenConns(1)
 	}
+	if db.statsTotals, err = db.read.DB.PrepareContext(ctx, statsTotalsQuery); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
+	}
+	if db.statsTop, err = db.read.DB.PrepareContext(ctx, statsTopSendersQuery); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
+	}
 	go db.runWriter()
 	go db.runCheckpointer()
 	return db, nil
@@ -217,6 +234,11 @@ func (db *DB) Close() error {
 		<-db.checkpointDone
 		for _, st := range db.inserts {
 			db.closeErr = errors.Join(db.closeErr, st.Close())
+		}
+		for _, st := range append(slices.Collect(maps.Values(db.stmts)), db.statsTotals, db.statsTop) {
+			if st != nil {
+				db.closeErr = errors.Join(db.closeErr, st.Close())
+			}
 		}
 		if db.checkpointDB != nil {
 			db.closeErr = errors.Join(db.closeErr, db.checkpointDB.Close())
@@ -519,12 +541,12 @@ func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	}
 	var st msgsvc.Stats
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.QueryRowContext(ctx, statsTotalsQuery).
+		err := tx.StmtContext(ctx, db.statsTotals).QueryRowContext(ctx).
 			Scan(&st.TotalMessages, &st.SendersCount, &st.FirstTS, &st.LastTS)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, statsTopSendersQuery)
+		rows, err := tx.StmtContext(ctx, db.statsTop).QueryContext(ctx)
 		if err != nil {
 			return err
 		}

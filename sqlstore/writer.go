@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -208,7 +209,7 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 			}
 		}
 	}
-	if err := t.write(ctx, tx); err != nil {
+	if err := t.write(ctx, db, tx); err != nil {
 		return err
 	}
 	if slices.ContainsFunc(batch, func(req *insertRequest) bool { return req.probe }) {
@@ -383,27 +384,75 @@ func (t *tally) add(m *msgsvc.Message) {
 	}
 }
 
-// write adds the tally to senders, ts_hours and totals, inside the batch's
-// transaction.
-func (t *tally) write(ctx context.Context, tx *sql.Tx) error {
-	if t.messages == 0 {
-		return nil
-	}
-	newSenders, err := t.writeSenders(ctx, tx)
-	if err != nil {
-		return err
-	}
-	if err := t.writeHours(ctx, tx); err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, `UPDATE totals SET messages = messages + ?, senders = senders + ?,
+// The statements the writer runs in every batch besides the INSERT, each
+// one constant text prepared once at open (prepareWriter): parsing and
+// planning a statement costs about as much as running it. Per-sender and
+// per-hour deltas travel as one JSON object each ({"key": n, ...}).
+const (
+	addSendersSQL = `INSERT INTO senders (sender, n) SELECT key, value FROM json_each(?) WHERE true
+		ON CONFLICT (sender) DO UPDATE SET n = n + excluded.n RETURNING sender, n`
+	addHoursSQL = `INSERT INTO ts_hours (hour, n) SELECT key, value FROM json_each(?) WHERE true
+		ON CONFLICT (hour) DO UPDATE SET n = n + excluded.n`
+	addTotalsSQL = `UPDATE totals SET messages = messages + ?, senders = senders + ?,
 		first_key = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?3 ELSE first_key END,
 		first_ts  = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?5 ELSE first_ts END,
 		first_id  = CASE WHEN first_key IS NULL OR (?3, ?4) < (first_key, first_id) THEN ?4 ELSE first_id END,
 		last_key  = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?6 ELSE last_key END,
 		last_ts   = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?8 ELSE last_ts END,
 		last_id   = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?7 ELSE last_id END
-		WHERE id = 1`,
+		WHERE id = 1`
+)
+
+// writerSQL lists every statement prepareWriter prepares.
+var writerSQL = []string{addSendersSQL, addHoursSQL, addTotalsSQL, indexStateSQL, indexAddSQL, indexMarkSQL}
+
+// prepareWriter prepares the writer's constant statements on its
+// connection, before the writer starts.
+func (db *DB) prepareWriter(ctx context.Context) error {
+	for _, query := range writerSQL {
+		st, err := db.write.DB.PrepareContext(ctx, query)
+		if err != nil {
+			return fmt.Errorf("sqlstore: preparing the writer's statements: %w", err)
+		}
+		db.stmts[query] = st
+	}
+	return nil
+}
+
+// prepared returns the writer's prepared statement for query, inside tx
+// when tx is not nil.
+func (db *DB) prepared(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt {
+	st := db.stmts[query]
+	if tx != nil {
+		return tx.StmtContext(ctx, st)
+	}
+	return st
+}
+
+// jsonCounts encodes counts as a JSON object for json_each.
+func jsonCounts[T ~string](keys []T, n func(i int) int64) (string, error) {
+	m := make(map[T]int64, len(keys))
+	for i, k := range keys {
+		m[k] = n(i)
+	}
+	b, err := json.Marshal(m)
+	return string(b), err
+}
+
+// write adds the tally to senders, ts_hours and totals, inside the batch's
+// transaction.
+func (t *tally) write(ctx context.Context, db *DB, tx *sql.Tx) error {
+	if t.messages == 0 {
+		return nil
+	}
+	newSenders, err := t.writeSenders(ctx, db, tx)
+	if err != nil {
+		return err
+	}
+	if err := t.writeHours(ctx, db, tx); err != nil {
+		return err
+	}
+	_, err = db.prepared(ctx, tx, addTotalsSQL).ExecContext(ctx,
 		t.messages, newSenders, t.firstKey, t.first.MessageID, t.first.TS, t.lastKey, t.last.MessageID, t.last.TS)
 	if err != nil {
 		return fmt.Errorf("sqlstore: updating totals: %w", err)
@@ -413,56 +462,43 @@ func (t *tally) write(ctx context.Context, tx *sql.Tx) error {
 
 // writeSenders adds the per-sender counts and returns how many senders are
 // new: those whose count is now exactly what this batch added.
-func (t *tally) writeSenders(ctx context.Context, tx *sql.Tx) (newSenders int64, err error) {
-	for lo := 0; lo < len(t.senders); lo += rowsPerInsert {
-		chunk := t.senders[lo:min(lo+rowsPerInsert, len(t.senders))]
-		var b strings.Builder
-		b.WriteString(`INSERT INTO senders (sender, n) VALUES `)
-		args := make([]any, 0, 2*len(chunk))
-		for i, d := range chunk {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(`(?,?)`)
-			args = append(args, d.sender, d.n)
-		}
-		b.WriteString(` ON CONFLICT (sender) DO UPDATE SET n = n + excluded.n RETURNING sender, n`)
-		rows, err := tx.QueryContext(ctx, b.String(), args...)
-		if err != nil {
+func (t *tally) writeSenders(ctx context.Context, db *DB, tx *sql.Tx) (newSenders int64, err error) {
+	names := make([]string, len(t.senders))
+	for i, d := range t.senders {
+		names[i] = d.sender
+	}
+	deltas, err := jsonCounts(names, func(i int) int64 { return t.senders[i].n })
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
+	}
+	rows, err := db.prepared(ctx, tx, addSendersSQL).QueryContext(ctx, deltas)
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var sender string
+		var n int64
+		if err := rows.Scan(&sender, &n); err != nil {
 			return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
 		}
-		for rows.Next() {
-			var sender string
-			var n int64
-			if err := rows.Scan(&sender, &n); err != nil {
-				rows.Close()
-				return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
-			}
-			if n == t.senders[t.senderIndex[sender]].n {
-				newSenders++
-			}
+		if n == t.senders[t.senderIndex[sender]].n {
+			newSenders++
 		}
-		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
-		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
 	}
 	return newSenders, nil
 }
 
 // writeHours adds the per-hour counts.
-func (t *tally) writeHours(ctx context.Context, tx *sql.Tx) error {
-	var b strings.Builder
-	b.WriteString(`INSERT INTO ts_hours (hour, n) VALUES `)
-	args := make([]any, 0, 2*len(t.hours))
-	for hour, n := range t.hours {
-		if len(args) > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString(`(?,?)`)
-		args = append(args, hour, n)
+func (t *tally) writeHours(ctx context.Context, db *DB, tx *sql.Tx) error {
+	deltas, err := json.Marshal(t.hours)
+	if err == nil {
+		_, err = db.prepared(ctx, tx, addHoursSQL).ExecContext(ctx, string(deltas))
 	}
-	b.WriteString(` ON CONFLICT (hour) DO UPDATE SET n = n + excluded.n`)
-	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+	if err != nil {
 		return fmt.Errorf("sqlstore: counting hours: %w", err)
 	}
 	return nil

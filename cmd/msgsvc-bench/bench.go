@@ -127,6 +127,11 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	report(row{name: cur.name, res: cur, rss: d.peakRSS()})
 	stats, _ := runLoad(ctx, "/stats", o.queryConns, o.duration, q.nextStats)
 	report(row{name: stats.name, res: stats, rss: d.peakRSS()})
+	// The floor: a request that does no work, through the same client,
+	// connections and server. Its p99 is what scheduling two busy
+	// processes on the machine's cores costs any request.
+	floor, _ := runLoad(ctx, "/health/live (no work: the floor)", o.queryConns, o.duration, q.nextLive)
+	report(row{name: floor.name, res: floor, rss: d.peakRSS()})
 	peak := d.peakRSS()
 	if err := d.stop(); err != nil {
 		return fmt.Errorf("daemon exit: %w", err)
@@ -344,6 +349,10 @@ func (q *queries) nextCursor(worker, i int) (string, request) {
 
 func (q *queries) nextStats(int, int) (string, request) {
 	return "stats", q.get("/stats", nil)
+}
+
+func (q *queries) nextLive(int, int) (string, request) {
+	return "live", q.get("/health/live", nil)
 }
 
 // holdDaemon runs only webhook ingest against the seeded database for
