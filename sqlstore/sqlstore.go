@@ -194,7 +194,6 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
-		db.walPath = path + "-wal"
 		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-2000)")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
@@ -209,6 +208,11 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 			return fail(fmt.Errorf("sqlstore: opening %s for checkpoints: %w", path, err))
 		}
 		db.checkpointDB.SetMaxOpenConns(1)
+	}
+	if !memory {
+		if db.walPath, err = walFile(ctx, db.write.DB); err != nil {
+			return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+		}
 	}
 	if db.statsTotals, err = db.read.DB.PrepareContext(ctx, statsTotalsQuery); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))

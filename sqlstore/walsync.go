@@ -1,6 +1,8 @@
 package sqlstore
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -135,6 +137,23 @@ func (db *DB) syncWAL() error {
 		db.syncErr.Store(&err)
 	}
 	return err
+}
+
+// walFile returns the path of the WAL file SQLite writes beside the
+// database open on w: SQLite names it after the file it really opened, past
+// any symbolic link, so the path comes from SQLite. The file must exist: a
+// connection in WAL mode holds it open, and fsyncing another path would
+// leave commits unsynced.
+func walFile(ctx context.Context, w *sql.DB) (string, error) {
+	var file string
+	if err := w.QueryRowContext(ctx, `SELECT file FROM pragma_database_list WHERE name = 'main'`).Scan(&file); err != nil {
+		return "", fmt.Errorf("finding the WAL file: %w", err)
+	}
+	wal := file + "-wal"
+	if _, err := os.Stat(wal); err != nil {
+		return "", fmt.Errorf("finding the WAL file: %w", err)
+	}
+	return wal, nil
 }
 
 // fsyncWAL fsyncs the WAL file through a descriptor of the syncer's own,

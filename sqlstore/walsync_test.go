@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -206,4 +207,31 @@ func walSalt(t *testing.T, db *DB) [4]byte {
 		t.Fatal(err)
 	}
 	return salt
+}
+
+// TestWALFileThroughSymlink: opened through a symbolic link, the store
+// fsyncs the WAL SQLite really writes, beside the link's target.
+func TestWALFileThroughSymlink(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "data", "app.db")
+	if err := os.MkdirAll(filepath.Dir(real), 0o750); err != nil {
+		t.Fatal(err)
+	}
+	openURL(t, fileURL(t, real)).Close()
+	link := filepath.Join(dir, "link.db")
+	if err := os.Symlink(real, link); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	db := openURL(t, fileURL(t, link))
+	if _, err := db.Insert(context.Background(), []msgsvc.Message{testMessage("a")}); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.Stat(real + "-wal")
+	if err != nil {
+		t.Fatalf("no WAL beside the real file: %v", err)
+	}
+	got, err := os.Stat(db.walPath)
+	if err != nil || !os.SameFile(got, want) {
+		t.Fatalf("the store syncs %s (%v), not the WAL SQLite writes, %s-wal", db.walPath, err, real)
+	}
 }
