@@ -95,6 +95,7 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
 		done:           make(chan struct{}),
+		failed:         make(chan struct{}),
 		maxBatch:       2048,
 	}
 	if err := migratePostgres(ctx, wsql); err != nil {

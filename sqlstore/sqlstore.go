@@ -111,6 +111,8 @@ type DB struct {
 	walInfo  os.FileInfo           // of wal, to notice a new WAL file
 	syncErr  atomic.Pointer[error] // a WAL fsync failed: no more writes
 	syncHook func(err error) error // tests: replaces the outcome of each WAL fsync
+	failed   chan struct{}         // closed once a WAL fsync has failed (Failed)
+	failOnce sync.Once
 }
 
 var _ msgsvc.Store = (*DB)(nil)
@@ -172,6 +174,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
 		done:           make(chan struct{}),
+		failed:         make(chan struct{}),
 		maxBatch:       2048,
 		walRestart:     walRestartFrames,
 	}

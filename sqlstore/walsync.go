@@ -135,9 +135,17 @@ func (db *DB) syncWAL() error {
 	if err != nil {
 		err = fmt.Errorf("%w: %w: %w", msgsvc.ErrUnavailable, errWALSync, err)
 		db.syncErr.Store(&err)
+		db.failOnce.Do(func() { close(db.failed) })
 	}
 	return err
 }
+
+// Failed returns a channel that is closed when the store can no longer
+// write until it is reopened: a WAL fsync failed, and the file may lack
+// rows this process still reads (see walsync.go). A daemon should then stop
+// and be restarted; cmd/msgsvcd does. It is never closed on Postgres, whose
+// server handles its own fsync failures.
+func (db *DB) Failed() <-chan struct{} { return db.failed }
 
 // walFile returns the path of the WAL file SQLite writes beside the
 // database open on w: SQLite names it after the file it really opened, past

@@ -111,10 +111,20 @@ func TestWALSyncFailureIsFinal(t *testing.T) {
 	g := newSyncGate(db)
 	res := insertAsync(db, "lost")
 	g.wait(t)
+	select {
+	case <-db.Failed():
+		t.Fatal("Failed() closed before any fsync failed")
+	default:
+	}
 	g.release <- errors.New("input/output error")
 	r := <-res
 	if !errors.Is(r.err, msgsvc.ErrUnavailable) || !errors.Is(r.err, errWALSync) {
 		t.Fatalf("insert covered by a failed fsync: err %v, want ErrUnavailable and errWALSync", r.err)
+	}
+	select {
+	case <-db.Failed():
+	default:
+		t.Fatal("Failed() not closed after a failed fsync")
 	}
 
 	// Later writes are refused without being written: the file may lack

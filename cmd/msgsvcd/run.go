@@ -44,7 +44,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			log.Error("closing the store", slog.String("error", err.Error()))
 		}
 	}()
+	return serve(ctx, cfg, store, log)
+}
 
+// failingStore is a store that can fail for good: sqlstore.DB after a
+// failed WAL fsync.
+type failingStore interface {
+	msgsvc.Store
+	Failed() <-chan struct{}
+}
+
+// errStoreFailed is what serve returns when the store failed for good.
+var errStoreFailed = errors.New("the store refuses writes until msgsvcd is restarted (a WAL fsync failed); exiting so that a supervisor restarts it")
+
+// serve serves the handler on store until ctx is cancelled or the store
+// fails for good, then shuts down gracefully. A failed store makes it
+// return errStoreFailed, so the process exits 1 and its supervisor starts
+// it again, which recovers from what is on disk.
+func serve(ctx context.Context, cfg config, store failingStore, log *slog.Logger) error {
 	handler, err := msgsvc.New(msgsvc.Config{
 		Store:          store,
 		Secret:         cfg.secret,
@@ -77,10 +94,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	go func() { serveErr <- srv.Serve(newLimitListener(ln, cfg.maxConnections)) }()
 	log.Info("listening", slog.String("addr", ln.Addr().String()))
 
+	var failed error
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
+	case <-store.Failed():
+		failed = errStoreFailed
+		log.Error("store failed", slog.String("error", failed.Error()))
 	}
 	log.Info("shutting down", slog.String("timeout", cfg.shutdownTimeout.String()))
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
@@ -93,5 +114,5 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return fmt.Errorf("serving: %w", err)
 	}
 	log.Info("stopped")
-	return nil
+	return failed
 }

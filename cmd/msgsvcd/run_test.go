@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/sqlstore"
 )
 
 // startRun runs run() in this process with vars as its environment and
@@ -115,4 +119,51 @@ func TestRunListenFailureIsNotAConfigError(t *testing.T) {
 	if err == nil || errors.As(err, &ce) {
 		t.Fatalf("run on a busy address = %v, want a non-configuration error", err)
 	}
+}
+
+// brokenStore is a store whose Failed channel the test closes.
+type brokenStore struct {
+	*sqlstore.DB
+	failed chan struct{}
+}
+
+func (s brokenStore) Failed() <-chan struct{} { return s.failed }
+
+// TestServeExitsWhenStoreFails: once the store reports that it can no
+// longer write until reopened, the daemon logs why, stops gracefully and
+// returns an error, so the process exits 1 and its supervisor restarts it.
+func TestServeExitsWhenStoreFails(t *testing.T) {
+	t.Parallel()
+	cfg, err := loadConfig(env(map[string]string{"ADDR": "127.0.0.1:0", "WEBHOOK_SECRET": "s"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sqlstore.Open(context.Background(), "sqlite://:memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	store := brokenStore{DB: db, failed: make(chan struct{})}
+	logs := newLogLines()
+	result := make(chan error, 1)
+	go func() { result <- serve(context.Background(), cfg, store, msgsvc.NewLogger(logs, slog.LevelInfo)) }()
+	line := logs.wait(t, 10*time.Second, `"listening"`, func(o map[string]any) bool { return o["msg"] == "listening" })
+	d := &daemon{base: "http://" + line["addr"].(string), stdout: logs}
+	if r := d.get(t, "/health/live", ""); r.status != http.StatusOK {
+		t.Fatalf("GET /health/live = %d before the failure", r.status)
+	}
+
+	close(store.failed)
+	select {
+	case err := <-result:
+		if !errors.Is(err, errStoreFailed) {
+			t.Fatalf("serve returned %v, want errStoreFailed", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not return within 20s of the store failing")
+	}
+	logs.wait(t, time.Second, `an ERROR "store failed" line`, func(o map[string]any) bool {
+		return o["msg"] == "store failed" && o["level"] == "ERROR"
+	})
+	logs.wait(t, time.Second, `"stopped"`, func(o map[string]any) bool { return o["msg"] == "stopped" })
 }
