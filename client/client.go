@@ -301,12 +301,17 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		switch {
 		case err == nil:
 			return nil
-		case ctx.Err() != nil && previous != nil:
+		case ctx.Err() != nil && errors.Is(err, ctx.Err()) && previous != nil:
 			// The context ended during a retry: its error alone would hide
 			// why the call was retrying.
 			return fmt.Errorf("%w; attempt %d: %w", err, attempt-1, previous)
-		case !retry || ctx.Err() != nil:
+		case !retry || errors.Is(err, ctx.Err()):
 			return err
+		case ctx.Err() != nil:
+			// An answer that asks for a retry came back, but the context
+			// ended meanwhile: no attempt is left, and the error says both.
+			return fmt.Errorf("msgsvc/client: %s %s: %w: no time left for attempt %d; attempt %d: %w",
+				method, path, ctx.Err(), attempt+1, attempt, err)
 		case attempt >= policy.MaxAttempts:
 			if attempt == 1 {
 				return err

@@ -687,6 +687,28 @@ func TestRetryBoundedByContext(t *testing.T) {
 			t.Errorf("Send: %v, want the deadline during attempt 2 and the 503 of attempt 1", err)
 		}
 	})
+	t.Run("context ends as an answer arrives", func(t *testing.T) {
+		// The second 503 is read whole, then the context is cancelled
+		// before the client looks at it: it cannot retry, and must say
+		// both why it stopped and what the last answer was.
+		fs := newFaultServer(t, status(503, "", `{"detail":"store unavailable"}`), status(503, "", `{"detail":"store unavailable"}`))
+		c, _ := newRetryClient(fs)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var trips atomic.Int32
+		c.HTTPClient.Transport = answerThen(c.HTTPClient.Transport, func() {
+			if trips.Add(1) == 2 {
+				cancel()
+			}
+		})
+		err := c.Send(ctx, hello)
+		if !errors.Is(err, context.Canceled) || asAPIError(t, err).StatusCode != 503 {
+			t.Errorf("Send: %v, want context.Canceled and the 503", err)
+		}
+		if n := fs.attempts.Load(); n != 2 {
+			t.Errorf("%d attempts, want 2", n)
+		}
+	})
 	t.Run("canceled while waiting", func(t *testing.T) {
 		fs := newFaultServer(t, status(503, "Retry-After: 30", `{"detail":"store unavailable"}`))
 		c, _ := newRetryClient(fs)
@@ -788,3 +810,27 @@ func TestNewAPIErrorBodies(t *testing.T) {
 		}
 	}
 }
+
+// answerThen wraps rt: it reads each answer whole, then calls after, so
+// that the caller gets a complete answer whatever after does to its
+// context.
+func answerThen(rt http.RoundTripper, after func()) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp, err := rt.RoundTrip(req)
+		if err != nil {
+			return nil, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		after()
+		return resp, nil
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
