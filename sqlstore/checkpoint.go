@@ -44,7 +44,7 @@ func (db *DB) runCheckpointer() {
 	}
 	mode := "PASSIVE"
 	for range db.checkpoints {
-		log, _, err := db.checkpoint(mode)
+		log, err := db.checkpoint(mode)
 		mode = "PASSIVE"
 		if err == nil && log > db.walRestart {
 			// Most of the WAL is copied back now; copy the rest while the
@@ -53,7 +53,7 @@ func (db *DB) runCheckpointer() {
 			// frames and one fsync, not for the whole WAL and readers as
 			// a RESTART checkpoint would make it.
 			db.gate.Lock()
-			log, _, err = db.checkpoint("PASSIVE")
+			log, err = db.checkpoint("PASSIVE")
 			db.gate.Unlock()
 			if err == nil && log > 2*db.walRestart {
 				mode = "RESTART"
@@ -69,10 +69,9 @@ func (db *DB) runCheckpointer() {
 	}
 }
 
-// checkpoint runs one checkpoint and returns the WAL's length in frames and
-// how many of them are now in the database file.
-func (db *DB) checkpoint(mode string) (log, done int, err error) {
-	var busy int
+// checkpoint runs one checkpoint and returns the WAL's length in frames.
+func (db *DB) checkpoint(mode string) (log int, err error) {
+	var busy, done int
 	err = db.checkpointDB.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
-	return log, done, err
+	return log, err
 }

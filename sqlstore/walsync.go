@@ -16,8 +16,7 @@ import (
 // returns without an fsync. The writer hands the committed batch to the
 // syncer goroutine and starts on the next batch at once; the syncer fsyncs
 // the WAL file and only then answers the batch's callers. So batch n's fsync
-// overlaps batch n+1's work, and one fsync covers every batch committed
-// while the one before it ran.
+// overlaps batch n+1's work: one commit and one fsync in flight.
 //
 // Why an acknowledged row survives a power loss: its commit frame was
 // written (write(2)) before the fsync that preceded its answer began, and
@@ -61,58 +60,33 @@ func (db *DB) walBroken() error {
 
 // runSyncer answers committed batches in the order the writer committed
 // them: a failed batch at once, a committed one after an fsync of the WAL
-// that began after its commit. It takes every batch waiting, so one fsync
-// covers them all. It returns when acks is closed and drained.
+// that began after its commit. It returns when acks is closed and drained.
 func (db *DB) runSyncer(acks <-chan committed, synced chan<- struct{}) {
 	defer close(synced)
 	defer db.closeWAL()
-	var group []committed
 	for c := range acks {
-		group = append(group[:0], c)
-	drain:
-		for {
-			select {
-			case c, ok := <-acks:
-				if !ok {
-					break drain
-				}
-				group = append(group, c)
-			default:
-				break drain
-			}
+		err := c.err
+		if err == nil {
+			err = db.syncWAL()
 		}
-		var syncErr error
-		for _, c := range group {
-			if c.err == nil {
-				syncErr = db.syncWAL()
-				break
-			}
-		}
-		for _, c := range group {
-			db.answer(c, syncErr)
-		}
-		clear(group)
+		db.answer(c.batch, err)
 	}
 }
 
 // answer records the outcome of one batch and answers its callers.
-func (db *DB) answer(c committed, syncErr error) {
-	err := c.err
-	if err == nil {
-		err = syncErr
-	}
+func (db *DB) answer(batch []*insertRequest, err error) {
 	if err != nil {
 		db.writeFailed.Store(true)
-		for _, req := range c.batch {
+		for _, req := range batch {
 			req.created, req.err = nil, err
 		}
-	} else if wrote(c.batch) {
+	} else if wrote(batch) {
 		// A batch of duplicates commits a transaction that wrote nothing:
 		// it says nothing about whether writes succeed again, so only a
 		// batch that wrote (a new row, or the probe) ends a failure.
 		db.writeFailed.Store(false)
 	}
-	for _, req := range c.batch {
+	for _, req := range batch {
 		close(req.done)
 	}
 }

@@ -429,16 +429,6 @@ func (db *DB) prepared(ctx context.Context, tx *sql.Tx, query string) *sql.Stmt 
 	return st
 }
 
-// jsonCounts encodes counts as a JSON object for json_each.
-func jsonCounts[T ~string](keys []T, n func(i int) int64) (string, error) {
-	m := make(map[T]int64, len(keys))
-	for i, k := range keys {
-		m[k] = n(i)
-	}
-	b, err := json.Marshal(m)
-	return string(b), err
-}
-
 // write adds the tally to senders, ts_hours and totals, inside the batch's
 // transaction.
 func (t *tally) write(ctx context.Context, db *DB, tx *sql.Tx) error {
@@ -463,15 +453,15 @@ func (t *tally) write(ctx context.Context, db *DB, tx *sql.Tx) error {
 // writeSenders adds the per-sender counts and returns how many senders are
 // new: those whose count is now exactly what this batch added.
 func (t *tally) writeSenders(ctx context.Context, db *DB, tx *sql.Tx) (newSenders int64, err error) {
-	names := make([]string, len(t.senders))
-	for i, d := range t.senders {
-		names[i] = d.sender
+	deltas := make(map[string]int64, len(t.senders))
+	for _, d := range t.senders {
+		deltas[d.sender] = d.n
 	}
-	deltas, err := jsonCounts(names, func(i int) int64 { return t.senders[i].n })
+	js, err := json.Marshal(deltas)
 	if err != nil {
 		return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
 	}
-	rows, err := db.prepared(ctx, tx, addSendersSQL).QueryContext(ctx, deltas)
+	rows, err := db.prepared(ctx, tx, addSendersSQL).QueryContext(ctx, string(js))
 	if err != nil {
 		return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
 	}
