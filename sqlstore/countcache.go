@@ -2,7 +2,11 @@ package sqlstore
 
 import (
 	"container/list"
+	"context"
+	"fmt"
 	"sync"
+
+	"github.com/uptrace/bun"
 )
 
 // Exact counts of text searches, remembered per database.
@@ -16,6 +20,10 @@ import (
 // committed. A later snapshot's count is that number plus the matches above
 // upTo, which a range of the rowid b-tree answers. A snapshot older than an
 // entry (its largest id below upTo) cannot use it and counts by itself.
+//
+// On a SQLite file the counts outlive the process: Close saves them in
+// search_counts and Open loads them back (saveCounts, loadCounts), so a
+// restart does not count every common q anew.
 
 // countCacheEntries bounds the number of remembered counts.
 const countCacheEntries = 4096
@@ -108,4 +116,119 @@ func (c *countCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.order.Len()
+}
+
+// all returns a copy of every remembered count, most recently used first.
+func (c *countCache) all() []countEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	entries := make([]countEntry, 0, c.order.Len())
+	for el := c.order.Front(); el != nil; el = el.Next() {
+		entries = append(entries, *el.Value.(*countEntry))
+	}
+	return entries
+}
+
+// persistsCounts reports whether the count cache is kept in search_counts
+// across restarts: on a SQLite file only. Postgres has no such table, and
+// a :memory: database (the only SQLite store without a WAL file) ends with
+// the store.
+func (db *DB) persistsCounts() bool {
+	return !db.postgres && db.walPath != ""
+}
+
+// loadCounts fills the count cache with the counts that the last Close
+// saved. Open calls it before the writer starts. An error means the
+// database cannot be read, and fails Open.
+//
+// A saved count holds only for the messages it was taken on: n matches
+// among the rows with id <= up_to, with every later row above up_to. Close
+// saves after the rows it counts are committed (see saveCounts), so up_to
+// is never above max(id) of the same table. If one is, the messages table
+// is not the one the counts were taken on (say it was restored from an
+// older copy), and new rows would take ids at or below that up_to, which
+// a remembered count never tests: every saved count is then dropped, from
+// the table too, lest they load once the ids have grown past them.
+//
+// The table holds at most countCacheEntries rows, as the cache it was
+// saved from; should it hold more, the counts taken the furthest (the
+// largest up_to, in practice the most recently used) are loaded, and
+// they are the most recently used in the cache.
+func (db *DB) loadCounts(ctx context.Context) error {
+	if !db.persistsCounts() {
+		return nil
+	}
+	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		var maxID, maxUpTo int64
+		err := tx.Tx.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(id), 0) FROM messages),
+			(SELECT coalesce(max(up_to), 0) FROM search_counts)`).Scan(&maxID, &maxUpTo)
+		if err != nil {
+			return err
+		}
+		if maxUpTo > maxID {
+			_, err := tx.Tx.ExecContext(ctx, `DELETE FROM search_counts`)
+			return err
+		}
+		rows, err := tx.Tx.QueryContext(ctx, `SELECT sender, since, text, n, up_to FROM (
+			SELECT * FROM search_counts ORDER BY up_to DESC LIMIT ?
+		) ORDER BY up_to`, countCacheEntries)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var k countKey
+			var n, upTo int64
+			if err := rows.Scan(&k.from, &k.since, &k.text, &n, &upTo); err != nil {
+				return err
+			}
+			db.remember(k, n, upTo)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return fmt.Errorf("loading the search counts: %w", err)
+	}
+	return nil
+}
+
+// saveCounts replaces the counts in search_counts with those of the count
+// cache, in one transaction on the writer's connection. Close calls it once
+// the writer has stopped. Once a WAL fsync has failed it does nothing:
+// writes are refused then, and the file may lack rows that were counted.
+//
+// Why a saved count never counts a row the database lacks: every row it
+// counts was committed before the count was taken, so before this
+// transaction commits; the syncer has also synced every commit of this
+// store before the writer stopped. After a clean shutdown all of them are
+// in the file.
+// After a crash or power loss, recovery keeps the WAL up to its last valid
+// commit, a prefix of the commits in order (walsync.go): if this
+// transaction survives, so does every commit before it, and with them
+// every row it counts. Losing the save itself only costs the counts.
+func (db *DB) saveCounts(ctx context.Context) error {
+	if !db.persistsCounts() || db.walBroken() != nil {
+		return nil
+	}
+	entries := db.counts.all()
+	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.Tx.ExecContext(ctx, `DELETE FROM search_counts`); err != nil {
+			return err
+		}
+		ins, err := tx.Tx.PrepareContext(ctx, `INSERT INTO search_counts (sender, since, text, n, up_to) VALUES (?, ?, ?, ?, ?)`)
+		if err != nil {
+			return err
+		}
+		defer ins.Close()
+		for _, e := range entries {
+			if _, err := ins.ExecContext(ctx, e.key.from, e.key.since, e.key.text, e.n, e.upTo); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sqlstore: saving the search counts: %w", err)
+	}
+	return nil
 }

@@ -69,6 +69,22 @@ var sqliteMigrations = []string{
 		indexed_to INTEGER NOT NULL -- every message with id <= indexed_to is in messages_fts
 	);
 	INSERT INTO fts_state (id, indexed_to) SELECT 1, coalesce(max(id), 0) FROM messages;`,
+
+	// Exact counts of q searches (countcache.go), saved by Close and loaded
+	// by Open, so that a restart does not count every common q anew: n of
+	// the messages with id <= up_to match sender ("" for any), since (an
+	// instant key, "" for none) and text (the folded q, as instr on
+	// text_fold tests it). Messages are only appended, so a row stays true;
+	// a migration that rewrote text_fold or ts_key of stored messages would
+	// have to empty this table.
+	`CREATE TABLE search_counts (
+		sender TEXT NOT NULL,
+		since  TEXT NOT NULL,
+		text   TEXT NOT NULL,
+		n      INTEGER NOT NULL,
+		up_to  INTEGER NOT NULL,
+		PRIMARY KEY (sender, since, text)
+	) WITHOUT ROWID;`,
 }
 
 // schemaVersion is the version a fully migrated database reports.

@@ -223,6 +223,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if db.statsTop, err = db.read.DB.PrepareContext(ctx, statsTopSendersQuery); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
 	}
+	if err := db.loadCounts(ctx); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+	}
 	go db.runWriter()
 	go db.runCheckpointer()
 	return db, nil
@@ -239,6 +242,7 @@ func (db *DB) Close() error {
 		<-db.done
 		close(db.checkpoints)
 		<-db.checkpointDone
+		db.closeErr = errors.Join(db.closeErr, db.saveCounts(context.Background())) // the writer and the checkpointer have stopped
 		for _, st := range db.inserts {
 			db.closeErr = errors.Join(db.closeErr, st.Close())
 		}
