@@ -189,7 +189,8 @@ func TestStatsPlans(t *testing.T) {
 			t.Errorf("reads the messages table:\n%s\nplan:\n%s", query, text)
 		}
 		for _, line := range plan {
-			if strings.HasPrefix(line, "SCAN ") && !strings.Contains(line, "INDEX") {
+			// top_senders holds ten rows at most: reading it whole is its use.
+			if strings.HasPrefix(line, "SCAN ") && !strings.Contains(line, "INDEX") && line != "SCAN top_senders" {
 				t.Errorf("scans without an index:\n%s\nplan:\n%s", query, text)
 			}
 			if tempSort.MatchString(line) {

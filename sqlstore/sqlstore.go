@@ -76,8 +76,10 @@ type DB struct {
 	read     *bun.DB // read-only pool; the same as write for :memory:
 	readTx   *sql.TxOptions
 
-	inserts map[int]*sql.Stmt    // prepared multi-row INSERTs by row count; writer goroutine only
-	stmts   map[string]*sql.Stmt // the writer's other statements (writerSQL), prepared at open (SQLite)
+	inserts  map[int]*sql.Stmt // prepared multi-row INSERTs by row count; writer goroutine only
+	top      []senderDelta     // top_senders as last committed, when topKnown; writer goroutine only
+	topKnown bool
+	stmts    map[string]*sql.Stmt // the writer's other statements (writerSQL), prepared at open (SQLite)
 
 	// Stats's statements, prepared once on the read pool (SQLite): each
 	// reader connection compiles them the first time it runs them.
@@ -541,7 +543,7 @@ func countSince(ctx context.Context, tx bun.Tx, key string) (int64, error) {
 // messages.
 const (
 	statsTotalsQuery     = `SELECT messages, senders, first_ts, last_ts FROM totals WHERE id = 1`
-	statsTopSendersQuery = `SELECT sender, n FROM senders ORDER BY n DESC, sender LIMIT 10`
+	statsTopSendersQuery = `SELECT sender, n FROM top_senders ORDER BY rank`
 )
 
 // Stats returns the exact statistics from the counters that every insert

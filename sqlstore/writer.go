@@ -1,6 +1,7 @@
 package sqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -217,8 +218,16 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 			return err
 		}
 	}
+	if t.messages > 0 {
+		// Whether a failed COMMIT left top_senders as it was is not
+		// known: read it again next time.
+		db.topKnown = false
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlstore: commit: %w", err)
+	}
+	if t.messages > 0 {
+		db.top, db.topKnown = t.top, true
 	}
 	db.afterCommit()
 	return nil
@@ -349,6 +358,8 @@ func (db *DB) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 type tally struct {
 	senders     []senderDelta
 	senderIndex map[string]int
+	counted     []senderDelta    // the batch's senders with their new totals
+	top         []senderDelta    // the ten senders with the most messages after the batch, once writeTop has run
 	hours       map[string]int64 // by the first 13 characters of ts_key
 	messages    int64
 	first, last *msgsvc.Message
@@ -401,10 +412,13 @@ const (
 		last_ts   = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?8 ELSE last_ts END,
 		last_id   = CASE WHEN last_key IS NULL OR (?6, ?7) > (last_key, last_id) THEN ?7 ELSE last_id END
 		WHERE id = 1`
+	getTopSQL   = `SELECT sender, n FROM top_senders ORDER BY rank`
+	clearTopSQL = `DELETE FROM top_senders`
+	setTopSQL   = `INSERT INTO top_senders (rank, sender, n) SELECT key + 1, value ->> 0, value ->> 1 FROM json_each(?)`
 )
 
 // writerSQL lists every statement prepareWriter prepares.
-var writerSQL = []string{addSendersSQL, addHoursSQL, addTotalsSQL, indexStateSQL, indexAddSQL, indexMarkSQL}
+var writerSQL = []string{addSendersSQL, addHoursSQL, addTotalsSQL, getTopSQL, clearTopSQL, setTopSQL, indexStateSQL, indexAddSQL, indexMarkSQL}
 
 // prepareWriter prepares the writer's constant statements on its
 // connection, before the writer starts.
@@ -437,6 +451,9 @@ func (t *tally) write(ctx context.Context, db *DB, tx *sql.Tx) error {
 	}
 	newSenders, err := t.writeSenders(ctx, db, tx)
 	if err != nil {
+		return err
+	}
+	if err := t.writeTop(ctx, db, tx); err != nil {
 		return err
 	}
 	if err := t.writeHours(ctx, db, tx); err != nil {
@@ -475,11 +492,83 @@ func (t *tally) writeSenders(ctx context.Context, db *DB, tx *sql.Tx) (newSender
 		if n == t.senders[t.senderIndex[sender]].n {
 			newSenders++
 		}
+		t.counted = append(t.counted, senderDelta{sender: sender, n: n})
 	}
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("sqlstore: counting senders: %w", err)
 	}
 	return newSenders, nil
+}
+
+// writeTop keeps top_senders: the ten senders with the most messages, by
+// count descending, ties by sender. A sender's count only grows, so one
+// that was not among the ten before the batch and did not send in it is
+// still outranked by all ten, whose counts grew or stayed: the ten after
+// the batch are the first ten of the old ten and the batch's senders with
+// their new counts. The table is rewritten only when they change.
+func (t *tally) writeTop(ctx context.Context, db *DB, tx *sql.Tx) error {
+	old, err := db.loadTop(ctx, tx)
+	if err != nil {
+		return fmt.Errorf("sqlstore: reading the top senders: %w", err)
+	}
+	top := make([]senderDelta, 0, len(old)+len(t.counted))
+	for _, s := range old {
+		if _, ok := t.senderIndex[s.sender]; !ok {
+			top = append(top, s)
+		}
+	}
+	top = append(top, t.counted...)
+	slices.SortFunc(top, func(a, b senderDelta) int {
+		if a.n != b.n {
+			return cmp.Compare(b.n, a.n)
+		}
+		return strings.Compare(a.sender, b.sender)
+	})
+	t.top = top[:min(len(top), topSenders)]
+	if slices.Equal(t.top, old) {
+		return nil
+	}
+	rows := make([][2]any, len(t.top))
+	for i, s := range t.top {
+		rows[i] = [2]any{s.sender, s.n}
+	}
+	js, err := json.Marshal(rows)
+	if err == nil {
+		_, err = db.prepared(ctx, tx, clearTopSQL).ExecContext(ctx)
+	}
+	if err == nil {
+		_, err = db.prepared(ctx, tx, setTopSQL).ExecContext(ctx, string(js))
+	}
+	if err != nil {
+		return fmt.Errorf("sqlstore: writing the top senders: %w", err)
+	}
+	return nil
+}
+
+// topSenders is how many senders GET /stats lists.
+const topSenders = 10
+
+// loadTop returns top_senders as the last committed batch left it: from
+// memory, or read in tx when the writer has not read it yet or a batch
+// failed since.
+func (db *DB) loadTop(ctx context.Context, tx *sql.Tx) ([]senderDelta, error) {
+	if db.topKnown {
+		return db.top, nil
+	}
+	rows, err := db.prepared(ctx, tx, getTopSQL).QueryContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var top []senderDelta
+	for rows.Next() {
+		var s senderDelta
+		if err := rows.Scan(&s.sender, &s.n); err != nil {
+			return nil, err
+		}
+		top = append(top, s)
+	}
+	return top, rows.Err()
 }
 
 // writeHours adds the per-hour counts.
