@@ -30,31 +30,59 @@ const (
 
 // The indexer's statements, prepared once (see writerSQL).
 const (
-	indexStateSQL = `SELECT indexed_to, (SELECT coalesce(max(id), 0) FROM messages) FROM fts_state WHERE id = 1`
+	indexStateSQL = `SELECT indexed_to, words_indexed_to, (SELECT coalesce(max(id), 0) FROM messages) FROM fts_state WHERE id = 1`
 	indexAddSQL   = `INSERT INTO messages_fts (rowid, text_fold)
 		SELECT id, text_fold FROM messages WHERE id > ? AND id <= ? AND text_fold IS NOT NULL`
-	indexMarkSQL = `UPDATE fts_state SET indexed_to = ? WHERE id = 1`
+	indexMarkSQL = `UPDATE fts_state SET indexed_to = ?, words_indexed_to = ? WHERE id = 1`
 )
 
-// indexText adds unindexed rows to messages_fts. Between batches (force
-// unset) it indexes one chunk once indexEvery rows wait, so inserts queued
-// behind it wait for one chunk at most; with force set it indexes all of
-// them. Only the writer goroutine calls it. A failure leaves the rows
-// unindexed, which costs search time, not correctness; the next call tries
-// again.
+// indexState is how far the trigram index (textTo) and the word index
+// (wordsTo, see words.go) have got, and the largest id.
+type indexState struct {
+	textTo, wordsTo, maxID int64
+}
+
+// next returns how far one chunk takes each index. The trigram index goes
+// as indexText says. The word index goes along with it when it has caught
+// up (the two then move together), and otherwise, when build is set, by
+// one chunk of its own, up to the trigram index's new watermark.
+func (st indexState) next(force, build bool) (textTo, wordsTo int64) {
+	textTo, wordsTo = st.textTo, st.wordsTo
+	if st.maxID > st.textTo && (force || st.maxID-st.textTo >= indexEvery) {
+		textTo = min(st.maxID, st.textTo+indexChunk)
+	}
+	if wordsTo < textTo && (build || (st.wordsTo >= st.textTo && textTo > st.textTo)) {
+		wordsTo = min(textTo, st.wordsTo+indexChunk)
+	}
+	return textTo, wordsTo
+}
+
+// indexText adds unindexed rows to messages_fts and the word index.
+// Between batches (force unset) it indexes one chunk once indexEvery rows
+// wait, so inserts queued behind it wait for one chunk at most; with force
+// set it indexes all of them. Only the writer goroutine calls it. A
+// failure leaves the rows unindexed, which costs search time, not
+// correctness; the next call tries again.
+//
+// The word index of rows indexed before it existed is built a chunk per
+// call while no insert waits, and with force set until one does; never
+// while closing.
 func (db *DB) indexText(force bool) {
 	if db.postgres {
 		return // Postgres keeps its trigram index in the insert transaction
 	}
 	ctx := context.Background()
 	for {
-		var from, to int64
-		err := db.prepared(ctx, nil, indexStateSQL).QueryRowContext(ctx).Scan(&from, &to)
-		if err != nil || to <= from || (!force && to-from < indexEvery) {
+		build := db.mayBuildWords()
+		var st indexState
+		err := db.prepared(ctx, nil, indexStateSQL).QueryRowContext(ctx).Scan(&st.textTo, &st.wordsTo, &st.maxID)
+		if err != nil {
 			return
 		}
-		to = min(to, from+indexChunk)
-		if err := db.indexRange(ctx, from, to); err != nil {
+		if textTo, wordsTo := st.next(force, build); textTo == st.textTo && wordsTo == st.wordsTo {
+			return
+		}
+		if err := db.indexRange(ctx, force, build); err != nil {
 			return
 		}
 		db.afterCommit()
@@ -64,17 +92,37 @@ func (db *DB) indexText(force bool) {
 	}
 }
 
-func (db *DB) indexRange(ctx context.Context, from, to int64) error {
+// indexRange indexes one chunk, as next says from the state it reads in
+// its own transaction, with both watermarks.
+func (db *DB) indexRange(ctx context.Context, force, build bool) error {
 	tx, err := db.write.DB.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
-	if _, err := db.prepared(ctx, tx, indexAddSQL).ExecContext(ctx, from, to); err != nil {
+	var st indexState
+	if err := db.prepared(ctx, tx, indexStateSQL).QueryRowContext(ctx).Scan(&st.textTo, &st.wordsTo, &st.maxID); err != nil {
 		return fmt.Errorf("sqlstore: indexing text: %w", err)
 	}
-	if _, err := db.prepared(ctx, tx, indexMarkSQL).ExecContext(ctx, to); err != nil {
+	textTo, wordsTo := st.next(force, build)
+	if textTo > st.textTo {
+		if _, err := db.prepared(ctx, tx, indexAddSQL).ExecContext(ctx, st.textTo, textTo); err != nil {
+			return fmt.Errorf("sqlstore: indexing text: %w", err)
+		}
+	}
+	var learned map[string]int64
+	if wordsTo > st.wordsTo {
+		if learned, err = db.indexWords(ctx, tx, st.wordsTo, wordsTo); err != nil {
+			return fmt.Errorf("sqlstore: indexing words: %w", err)
+		}
+	}
+	if _, err := db.prepared(ctx, tx, indexMarkSQL).ExecContext(ctx, textTo, wordsTo); err != nil {
 		return fmt.Errorf("sqlstore: indexing text: %w", err)
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	db.words.learn(learned)
+	db.words.ready.Store(wordsTo >= textTo)
+	return nil
 }

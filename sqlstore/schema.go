@@ -99,6 +99,23 @@ var sqliteMigrations = []string{
 	);
 	INSERT INTO top_senders (rank, sender, n)
 		SELECT row_number() OVER (ORDER BY n DESC, sender), sender, n FROM senders ORDER BY n DESC, sender LIMIT 10;`,
+
+	// A word index for q without a space (words.go): the distinct tokens
+	// of the folded texts, a trigram index of them, and each message's
+	// token ids. The writer builds it for the rows already stored, in the
+	// background, from words_indexed_to = 0.
+	`CREATE TABLE words (
+		id    INTEGER PRIMARY KEY,
+		token TEXT NOT NULL UNIQUE -- a run of text_fold without U+0020: four characters or more, one a letter
+	);
+	CREATE VIRTUAL TABLE words_fts USING fts5 (
+		token, content = 'words', content_rowid = 'id',
+		tokenize = 'trigram case_sensitive 1', columnsize = 0
+	);
+	CREATE VIRTUAL TABLE message_words USING fts5 (
+		terms, content = '', detail = 'none', columnsize = 0, tokenize = 'ascii'
+	);
+	ALTER TABLE fts_state ADD COLUMN words_indexed_to INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // schemaVersion is the version a fully migrated database reports.

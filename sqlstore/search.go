@@ -57,13 +57,19 @@ import (
 // there are more the phrase is read as before. The count past the ids read
 // and a page read from the index without ids still use the phrase.
 //
-// Searches take turns (one at a time on two cores), but only the expensive
+// Searches take turns (one per core), but only the expensive
 // ones: a search plans in its read transaction first, and when the plan
 // needs no index query and tests at most cheapSearchCost rows (a remembered
 // count and a short walk, or a sender with few messages) it runs at once.
 // An index query counts as cheap too when the sample holds one of q's
 // trigrams in at most cheapTrigramRows rows: FTS5 then steps the other
 // lists only to those few rows (a q like an id or a rare name).
+//
+// A q without a space is answered, when it can be, by the word index
+// (words.go) in place of the trigram index: the ids of its matches come from
+// the lists of the tokens that hold it, which cost little to read. Its plans
+// are the same, with the cost of the page counted like a walk's, so that a
+// q with few matches runs without a turn.
 
 // searchMode says how a query tests q.
 type searchMode int
@@ -108,6 +114,9 @@ var errNeedTurn = errors.New("sqlstore: the search needs its turn")
 type textSearch struct {
 	mode      searchMode
 	indexedTo int64 // rows above this id are not in the index yet
+	// words, when the word index answers q, is the message_words query of
+	// q's tokens; indexedTo is then the word index's watermark.
+	words string
 	// ids, with searchIndexSorted and searchIndexMember, are the ids of
 	// every match of q as a JSON array, read by the plan; "" means the
 	// query reads them from the index itself.
@@ -145,6 +154,8 @@ func (s textSearch) where(sel *bun.SelectQuery, text string) *bun.SelectQuery {
 		return sel.Where("instr(text_fold, ?) > 0", folded)
 	case s.ids != "":
 		return sel.Where("id IN (SELECT value FROM json_each(?))", s.ids)
+	case s.words != "":
+		return sel.Where("id IN ("+wordMatches+")", s.words, s.indexedTo, folded)
 	}
 	return sel.Where("id IN ("+textMatches+")", ftsPhrase(folded), s.indexedTo, folded)
 }
@@ -180,12 +191,20 @@ const senderScanMax = 2000
 // searchState is what a plan reads of the snapshot first.
 type searchState struct {
 	indexedTo int64 // every message with id <= indexedTo is in messages_fts
+	wordsTo   int64 // every message with id <= wordsTo is in the word index
 	maxID     int64 // the largest id
 	rows      int64 // the number of messages
 }
 
-const searchStateQuery = `SELECT indexed_to, (SELECT coalesce(max(id), 0) FROM messages),
+const searchStateQuery = `SELECT indexed_to, words_indexed_to, (SELECT coalesce(max(id), 0) FROM messages),
 	(SELECT messages FROM totals WHERE id = 1) FROM fts_state WHERE id = 1`
+
+// readSearchState reads the searchState of tx's snapshot.
+func readSearchState(ctx context.Context, tx bun.IDB) (searchState, error) {
+	var st searchState
+	err := tx.QueryRowContext(ctx, searchStateQuery).Scan(&st.indexedTo, &st.wordsTo, &st.maxID, &st.rows)
+	return st, err
+}
 
 // planSearch chooses how List tests q, and reads the total when it is
 // remembered or falls out of the plan. Without a turn (turn unset) it
@@ -194,30 +213,42 @@ func (db *DB) planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query, turn b
 	if q.Text == "" {
 		return textSearch{}, nil
 	}
-	var st searchState
-	if err := tx.QueryRowContext(ctx, searchStateQuery).Scan(&st.indexedTo, &st.maxID, &st.rows); err != nil {
+	st, err := readSearchState(ctx, tx)
+	if err != nil {
 		return textSearch{}, err
 	}
+	db.words.ready.Store(st.wordsTo >= st.indexedTo)
 	p := searchPlanner{db: db, tx: tx, q: q, folded: msgsvc.Fold(q.Text), st: st, turn: turn}
 	if utf8.RuneCountInString(q.Text) >= 3 {
 		p.est = db.trigrams.refresh(ctx, tx, st)
 	}
-	return p.plan(ctx)
+	s, err := p.plan(ctx)
+	if p.words.ok {
+		s.words, s.indexedTo = p.words.match, p.st.wordsTo
+	}
+	return s, err
 }
 
 // surelyExpensive reports whether the search for q will need its turn, so
 // that List takes it before planning. Without from, the plan needs the count
 // of q's matches: when it is not remembered, it is counted; when it is, the
 // page is sorted or walked as below, with the largest id standing for the
-// number of rows (a hint only: the plan decides).
+// number of rows (a hint only: the plan decides). A q that the word index
+// may answer is planned first: its plan reads the ids of at most probeMax
+// matches before it knows whether it needs a turn.
 func (db *DB) surelyExpensive(q msgsvc.Query) bool {
 	if q.Text == "" || q.From != "" {
 		return false
 	}
 	folded := msgsvc.Fold(q.Text)
+	cheap := db.trigrams.peek().cheapIndex(folded)
+	words := !cheap && !db.words.off && db.words.ready.Load() && wordEligible(folded)
 	n, rows, ok := db.counts.get(countKey{text: folded})
-	if !ok {
-		return !db.trigrams.peek().cheapIndex(folded)
+	switch {
+	case !ok:
+		return !words && !cheap
+	case words:
+		return wordPageCost(q, rows, n) > cheapSearchCost
 	}
 	walked := walkCost(q, rows, n)
 	return walked > sortedRowCost*n || walked > cheapSearchCost
@@ -241,6 +272,7 @@ type searchPlanner struct {
 	turn   bool
 	cost   int64           // rows the plan tests, in walk steps, so far
 	est    trigramEstimate // how common q's trigrams are
+	words  wordPlan        // whether the word index answers q, once asked
 }
 
 func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
@@ -288,10 +320,14 @@ func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
 
 	var ids string
 	if !nKnown {
-		if err := p.needIndex(); err != nil {
+		if err := p.needIndex(ctx); err != nil {
 			return textSearch{}, err
 		}
 		limit := p.probeMax()
+		if p.words.ok && !p.turn {
+			// More ids would take a turn to count: find out cheaply.
+			limit = min(limit, wordProbeNoTurn)
+		}
 		if q.From != "" {
 			limit = min(senderRows, limit)
 		}
@@ -304,6 +340,13 @@ func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
 			return p.senderScan(s, senderRows)
 		}
 		if n >= limit {
+			if p.words.ok {
+				// The word index read the first ids without a turn;
+				// counting the rest may cost milliseconds.
+				if err := p.need(); err != nil {
+					return textSearch{}, err
+				}
+			}
 			if n, err = p.countMatches(ctx, last, n); err != nil {
 				return textSearch{}, err
 			}
@@ -328,9 +371,15 @@ func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
 		s.mode = searchIndexWalk
 		p.cost += w
 		if !s.known {
-			// With since, the matches are counted through the index.
+			// With since, the matches are counted through the index:
+			// through the word index, n rowids looked up.
 			s.remember = true
-			return s, p.need()
+			if words, err := p.useWords(ctx); err != nil {
+				return textSearch{}, err
+			} else if !words || p.words.tokens > cheapWordTokens {
+				return s, p.need()
+			}
+			p.cost += sortedRowCost * n
 		}
 		return s, p.check()
 	}
@@ -368,9 +417,18 @@ func (p *searchPlanner) indexed(ctx context.Context, s textSearch, mode searchMo
 	s.mode = mode
 	s.remember = !s.known
 	if ids == "" {
-		if err := p.needIndex(); err != nil {
+		if err := p.needIndex(ctx); err != nil {
 			return textSearch{}, err
 		}
+	}
+	if p.words.ok {
+		// Cheap to read, the matches cost what the page does with them.
+		p.cost += wordPageCost(p.q, p.st.rows, n)
+		if err := p.check(); err != nil {
+			return textSearch{}, err
+		}
+	}
+	if ids == "" {
 		if limit := p.probeMax(); !s.known && n < limit {
 			read, got, _, err := p.matches(ctx, limit)
 			if err != nil {
@@ -403,10 +461,16 @@ func (p *searchPlanner) need() error {
 	return nil
 }
 
-// needIndex says that the plan needs the index: a turn, unless one of q's
-// trigrams is in so few rows that the index query costs little.
-func (p *searchPlanner) needIndex() error {
-	if p.est.cheapIndex(p.folded) {
+// needIndex says that the plan needs the index: a turn, unless the word
+// index answers q through few tokens (the cost of the matches is counted
+// where the plan knows them), or one of q's trigrams is in so few rows that
+// the index query costs little.
+func (p *searchPlanner) needIndex(ctx context.Context) error {
+	words, err := p.useWords(ctx)
+	switch {
+	case err != nil:
+		return err
+	case words && p.words.tokens <= cheapWordTokens, !words && p.est.cheapIndex(p.folded):
 		return nil
 	}
 	return p.need()
@@ -435,7 +499,13 @@ func (p *searchPlanner) matches(ctx context.Context, limit int64) (ids string, n
 	// Both take the smallest ids, so the largest one read tells where
 	// counting the rest starts.
 	done := false
-	if match, verifyMax, ok := p.est.reducedMatch(p.folded); ok {
+	indexedTo := p.st.indexedTo
+	if p.words.ok {
+		ids, n, last, err = read(`SELECT rowid AS id FROM message_words WHERE message_words MATCH ? ORDER BY rowid LIMIT ?`,
+			p.words.match, limit)
+		indexedTo, done = p.st.wordsTo, true
+	}
+	if match, verifyMax, ok := p.est.reducedMatch(p.folded); ok && !done {
 		// The candidates of q's rarer trigrams, when there are few, each
 		// tested with instr: the truth, so the ids are exactly the
 		// phrase's.
@@ -457,11 +527,11 @@ func (p *searchPlanner) matches(ctx context.Context, limit int64) (ids string, n
 		ids, n, last, err = read(`SELECT rowid AS id FROM messages_fts WHERE messages_fts MATCH ? ORDER BY rowid LIMIT ?`,
 			ftsPhrase(p.folded), limit)
 	}
-	if err != nil || n >= limit || p.st.maxID <= p.st.indexedTo {
+	if err != nil || n >= limit || p.st.maxID <= indexedTo {
 		return ids, n, last, err
 	}
 	tail, more, tailLast, err := read(`SELECT id FROM messages WHERE id > ? AND instr(text_fold, ?) > 0 ORDER BY id LIMIT ?`,
-		p.st.indexedTo, p.folded, limit-n)
+		indexedTo, p.folded, limit-n)
 	switch {
 	case err != nil:
 		return "", 0, 0, err
@@ -479,10 +549,14 @@ func (p *searchPlanner) countMatches(ctx context.Context, last, n int64) (int64,
 	if last >= p.st.maxID {
 		return n, nil
 	}
+	index, match, indexedTo := "messages_fts", ftsPhrase(p.folded), p.st.indexedTo
+	if p.words.ok {
+		index, match, indexedTo = "message_words", p.words.match, p.st.wordsTo
+	}
 	err := p.tx.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ? AND rowid > ?) +
+		(SELECT count(*) FROM `+index+` WHERE `+index+` MATCH ? AND rowid > ?) +
 		(SELECT count(*) FROM messages WHERE id > max(?, ?) AND instr(text_fold, ?) > 0)`,
-		ftsPhrase(p.folded), last, last, p.st.indexedTo, p.folded).Scan(&rest)
+		match, last, last, indexedTo, p.folded).Scan(&rest)
 	return n + rest, err
 }
 

@@ -303,21 +303,24 @@ func checkTail(t *testing.T, db *DB) {
 	}
 }
 
-// waitIndexed waits until the writer has indexed every message.
+// waitIndexed waits until the writer has indexed every message, in the
+// trigram index and the word index.
 func waitIndexed(t *testing.T, db *DB) {
 	t.Helper()
 	waitFor(t, "the search index to catch up", func() bool {
-		var to, maxID int64
-		err := db.read.QueryRow(`SELECT indexed_to, (SELECT coalesce(max(id), 0) FROM messages) FROM fts_state`).Scan(&to, &maxID)
-		return err == nil && to == maxID
+		var to, wordsTo, maxID int64
+		err := db.read.QueryRow(`SELECT indexed_to, words_indexed_to, (SELECT coalesce(max(id), 0) FROM messages) FROM fts_state`).
+			Scan(&to, &wordsTo, &maxID)
+		return err == nil && to == maxID && wordsTo == maxID
 	})
 }
 
-// unindexAbove takes the messages above id out of the search index, as if
-// the writer had not indexed them yet (those it holds: an FTS5 'delete' of
-// a row that it does not hold corrupts it). Call it once the writer has
-// indexed everything: it waits for the writer's idle indexing to be done,
-// after which the writer indexes again only after its next batch.
+// unindexAbove takes the messages above id out of the search index and the
+// word index, as if the writer had not indexed them yet (those they hold:
+// an FTS5 'delete' of a row that it does not hold corrupts it). Call it once
+// the writer has indexed everything: it waits for the writer's idle
+// indexing to be done, after which the writer indexes again only after its
+// next batch.
 func unindexAbove(t *testing.T, db *DB, id int64) {
 	t.Helper()
 	time.Sleep(2 * indexIdle)
@@ -337,6 +340,7 @@ func unindexAbove(t *testing.T, db *DB, id int64) {
 			t.Fatal(err)
 		}
 	}
+	unindexWordsAbove(t, tx.Tx, id)
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -351,12 +355,18 @@ func TestSearchExact(t *testing.T) {
 	if testing.Short() {
 		t.Skip("inserts thousands of messages")
 	}
-	for _, probe := range []int64{0, 100} {
-		t.Run(fmt.Sprintf("probe %d", probe), func(t *testing.T) {
+	for _, c := range []struct {
+		probe    int64
+		wordsOff bool
+	}{{0, false}, {100, false}, {0, true}, {100, true}} {
+		t.Run(fmt.Sprintf("probe %d words off %v", c.probe, c.wordsOff), func(t *testing.T) {
 			db, _ := openFile(t)
 			// A low probe leaves most q with more matches than the ids a
 			// plan reads: they are counted past them and walked.
-			db.probeMax = probe
+			db.probeMax = c.probe
+			// Without the word index, q without a space use the
+			// trigram index too.
+			db.words.off = c.wordsOff
 			checkSearchSteps(t, db)
 		})
 	}
@@ -410,6 +420,7 @@ func checkSearchSteps(t *testing.T, db *DB) {
 // are the ones chosen: each way of answering q is exercised.
 func TestSearchPlanChoices(t *testing.T) {
 	db, _ := openFile(t)
+	db.words.off = true // the trigram index's plans (see TestWordPlanChoices)
 	ctx := context.Background()
 	msgs := searchData("a", 0, 3000)
 	if _, err := db.Insert(ctx, msgs); err != nil {
@@ -639,8 +650,8 @@ func reducedTaken(t *testing.T, db *DB, folded string) bool {
 	ctx := context.Background()
 	var taken bool
 	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		var st searchState
-		if err := tx.QueryRowContext(ctx, searchStateQuery).Scan(&st.indexedTo, &st.maxID, &st.rows); err != nil {
+		st, err := readSearchState(ctx, tx)
+		if err != nil {
 			return err
 		}
 		match, verifyMax, ok := db.trigrams.refresh(ctx, tx, st).reducedMatch(folded)
@@ -648,7 +659,7 @@ func reducedTaken(t *testing.T, db *DB, folded string) bool {
 			return nil
 		}
 		var n int64
-		err := tx.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?`, match).Scan(&n)
+		err = tx.QueryRowContext(ctx, `SELECT count(*) FROM messages_fts WHERE messages_fts MATCH ?`, match).Scan(&n)
 		taken = n <= verifyMax
 		return err
 	})
@@ -665,6 +676,7 @@ func reducedTaken(t *testing.T, db *DB, folded string) bool {
 // tail, and after the candidates outgrow what it tests.
 func TestSearchReducedExact(t *testing.T) {
 	db, _ := openFile(t)
+	db.words.off = true // else the word index answers these q
 	ctx := context.Background()
 	msgs := reducedData("a", 0, 1500)
 	if _, err := db.Insert(ctx, msgs); err != nil {

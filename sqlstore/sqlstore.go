@@ -100,9 +100,10 @@ type DB struct {
 
 	maxBatch int
 
-	searches chan struct{} // a slot per text search allowed to run at once
+	searches chan struct{} // a slot per text search allowed to run at once: one per core
 	counts   countCache    // exact counts of text searches (SQLite)
 	trigrams trigramStats  // how common each trigram is, to plan searches (SQLite)
+	words    wordIndex     // the word index's token ids and state (words.go; SQLite)
 	probeMax int64         // if > 0, the ids a search plan reads at most (tests)
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
@@ -172,7 +173,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		queue:          make(chan *insertRequest, 4096),
 		inserts:        map[int]*sql.Stmt{},
 		stmts:          map[string]*sql.Stmt{},
-		searches:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2)),
+		searches:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
 		done:           make(chan struct{}),
@@ -313,9 +314,10 @@ func (db *DB) List(ctx context.Context, q msgsvc.Query) (msgsvc.Page, error) {
 		}
 	}
 	q.Offset = max(q.Offset, 0)
-	// Text searches are the expensive reads: they take turns, so the quick
-	// pages always find a core free. On SQLite a search first plans without
-	// a turn, and runs at once when its plan is cheap (see search.go).
+	// Text searches are the expensive reads: they take turns, at most one
+	// per core, so that searches never hold the pool's connections from the
+	// quick pages. On SQLite a search first plans without a turn, and runs
+	// at once when its plan is cheap (see search.go).
 	turn := q.Text != "" && (db.postgres || db.surelyExpensive(q))
 	if turn {
 		if err := db.takeTurn(ctx); err != nil {

@@ -83,7 +83,9 @@ func (db *DB) runWriter() {
 		<-synced // every batch answered
 	}()
 	var batch []*insertRequest
-	idle := time.NewTimer(time.Hour)
+	// Soon after open, catch the search indexes up with what an earlier
+	// run left unindexed (or build the word index of an older database).
+	idle := time.NewTimer(indexIdle)
 	defer idle.Stop()
 	for {
 		var first *insertRequest
