@@ -215,7 +215,7 @@ func (db *DB) saveCounts(ctx context.Context) error {
 		if _, err := tx.Tx.ExecContext(ctx, `DELETE FROM search_counts`); err != nil {
 			return err
 		}
-		ins, err := tx.Tx.PrepareContext(ctx, `INSERT INTO search_counts (sender, since, text, n, up_to) VALUES (?, ?, ?, ?, ?)`)
+		ins, err := tx.PrepareContext(ctx, `INSERT INTO search_counts (sender, since, text, n, up_to) VALUES (?, ?, ?, ?, ?)`)
 		if err != nil {
 			return err
 		}

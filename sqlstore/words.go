@@ -346,9 +346,9 @@ type wordPlan struct {
 	tokens int64  // how many tokens hold q
 }
 
-// wordTokensSQL finds the tokens that hold q, at most maxWordTokens+1 of
+// wordsHoldingSQL finds the tokens that hold q, at most maxWordTokens+1 of
 // them, as a message_words query. "w0" names no token: it matches no row.
-const wordTokensSQL = `SELECT count(*), coalesce(group_concat('w' || id, ' OR '), 'w0') FROM (
+const wordsHoldingSQL = `SELECT count(*), coalesce(group_concat('w' || id, ' OR '), 'w0') FROM (
 	SELECT rowid AS id FROM words_fts WHERE words_fts MATCH ? LIMIT ?)`
 
 // useWords reports whether the word index answers q in the plan's
@@ -366,7 +366,7 @@ func (p *searchPlanner) useWords(ctx context.Context) (bool, error) {
 	}
 	var n int64
 	var match string
-	if err := p.tx.QueryRowContext(ctx, wordTokensSQL, ftsPhrase(p.folded), maxWordTokens+1).Scan(&n, &match); err != nil {
+	if err := p.tx.QueryRowContext(ctx, wordsHoldingSQL, ftsPhrase(p.folded), maxWordTokens+1).Scan(&n, &match); err != nil {
 		return false, err
 	}
 	if n > maxWordTokens {

@@ -597,7 +597,7 @@ func TestWordSearchPlans(t *testing.T) {
 			t.Errorf("sorts the matches:\n%s\nplan:\n%s", query, strings.Join(plan, "\n"))
 		}
 	}
-	check(strings.NewReplacer("MATCH ?", `MATCH '"ABC"'`, "LIMIT ?", "LIMIT 513").Replace(wordTokensSQL), virtual)
+	check(strings.NewReplacer("MATCH ?", `MATCH '"ABC"'`, "LIMIT ?", "LIMIT 513").Replace(wordsHoldingSQL), virtual)
 	check(`SELECT rowid AS id FROM message_words WHERE message_words MATCH 'w1 OR w2' ORDER BY rowid LIMIT 10`, virtual)
 	if plan := queryPlan(t, db, `SELECT rowid AS id FROM message_words WHERE message_words MATCH 'w1 OR w2' ORDER BY rowid LIMIT 10`); matchesAnyLine(tempSort, plan) {
 		t.Errorf("the matches are sorted, not read in rowid order:\n%s", strings.Join(plan, "\n"))
