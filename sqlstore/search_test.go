@@ -263,7 +263,6 @@ func searchQueries(msgs []msgsvc.Message) []msgsvc.Query {
 // compares its page and total with scanList over msgs.
 func checkSearches(t *testing.T, db *DB, msgs []msgsvc.Message) {
 	t.Helper()
-	ctx := context.Background()
 	folded := foldTexts(msgs)
 	var qs []msgsvc.Query
 	for _, q := range searchQueries(msgs) {
@@ -275,19 +274,26 @@ func checkSearches(t *testing.T, db *DB, msgs []msgsvc.Message) {
 		}
 	}
 	for _, q := range qs {
-		page, err := db.List(ctx, q)
-		if err != nil {
-			t.Fatalf("List(%+v): %v", q, err)
-		}
-		wantIDs, wantNext, wantTotal, _ := scanMatches(msgs, folded, q)
-		var got []string
-		for _, m := range page.Messages {
-			got = append(got, m.MessageID)
-		}
-		if !slices.Equal(got, wantIDs) || page.Total != wantTotal || (page.Next != nil) != wantNext {
-			t.Errorf("q %q from %q since %v offset %d after %v:\ngot  %v total %d next %v\nwant %v total %d next %v",
-				q.Text, q.From, q.Since, q.Offset, q.After, got, page.Total, page.Next != nil, wantIDs, wantTotal, wantNext)
-		}
+		checkScan(t, db, msgs, folded, q)
+	}
+}
+
+// checkScan fails t unless List's page, total and next cursor for q are
+// those of a plain scan of msgs (folded: their folded texts).
+func checkScan(t *testing.T, db *DB, msgs []msgsvc.Message, folded []string, q msgsvc.Query) {
+	t.Helper()
+	page, err := db.List(context.Background(), q)
+	if err != nil {
+		t.Fatalf("List(%+v): %v", q, err)
+	}
+	wantIDs, wantNext, wantTotal, _ := scanMatches(msgs, folded, q)
+	var got []string
+	for _, m := range page.Messages {
+		got = append(got, m.MessageID)
+	}
+	if !slices.Equal(got, wantIDs) || page.Total != wantTotal || (page.Next != nil) != wantNext {
+		t.Errorf("q %q from %q since %v offset %d after %v:\ngot  %v total %d next %v\nwant %v total %d next %v",
+			q.Text, q.From, q.Since, q.Offset, q.After, got, page.Total, page.Next != nil, wantIDs, wantTotal, wantNext)
 	}
 }
 
@@ -707,19 +713,7 @@ func TestSearchReducedExact(t *testing.T) {
 				for _, pos := range []msgsvc.Query{{Limit: 10}, {Limit: 3, Offset: 4}} {
 					q := f
 					q.Text, q.Limit, q.Offset = text, pos.Limit, pos.Offset
-					page, err := db.List(ctx, q)
-					if err != nil {
-						t.Fatal(err)
-					}
-					wantIDs, wantNext, wantTotal, _ := scanMatches(msgs, folded, q)
-					var got []string
-					for _, m := range page.Messages {
-						got = append(got, m.MessageID)
-					}
-					if !slices.Equal(got, wantIDs) || page.Total != wantTotal || (page.Next != nil) != wantNext {
-						t.Errorf("q %q from %q since %v offset %d:\ngot  %v total %d next %v\nwant %v total %d next %v",
-							q.Text, q.From, q.Since, q.Offset, got, page.Total, page.Next != nil, wantIDs, wantTotal, wantNext)
-					}
+					checkScan(t, db, msgs, folded, q)
 				}
 			}
 		}

@@ -262,7 +262,6 @@ func wordQueries() []string {
 // reports how many went through the word index.
 func checkWordSearches(t *testing.T, db *DB, msgs []msgsvc.Message, qs []string) (viaWords int) {
 	t.Helper()
-	ctx := context.Background()
 	folded := foldTexts(msgs)
 	since := time.Date(2025, 5, 10, 0, 0, 0, 0, time.UTC)
 	for i, text := range qs {
@@ -285,19 +284,7 @@ func checkWordSearches(t *testing.T, db *DB, msgs []msgsvc.Message, qs []string)
 					}
 					q.After = &msgsvc.Position{Key: msgsvc.TimestampKey(match[1].TS), MessageID: match[1].MessageID}
 				}
-				page, err := db.List(ctx, q)
-				if err != nil {
-					t.Fatalf("List(%+v): %v", q, err)
-				}
-				wantIDs, wantNext, wantTotal, _ := scanMatches(msgs, folded, q)
-				var got []string
-				for _, m := range page.Messages {
-					got = append(got, m.MessageID)
-				}
-				if !slices.Equal(got, wantIDs) || page.Total != wantTotal || (page.Next != nil) != wantNext {
-					t.Errorf("q %q from %q since %v offset %d after %v:\ngot  %v total %d next %v\nwant %v total %d next %v",
-						q.Text, q.From, q.Since, q.Offset, q.After, got, page.Total, page.Next != nil, wantIDs, wantTotal, wantNext)
-				}
+				checkScan(t, db, msgs, folded, q)
 			}
 		}
 	}
