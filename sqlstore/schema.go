@@ -116,6 +116,21 @@ var sqliteMigrations = []string{
 		terms, content = '', detail = 'none', columnsize = 0, tokenize = 'ascii'
 	);
 	ALTER TABLE fts_state ADD COLUMN words_indexed_to INTEGER NOT NULL DEFAULT 0;`,
+
+	// The search indexes move to a file of their own (indexdb.go), which
+	// the indexer writes beside the writer instead of holding it. The
+	// index file names this database by store_id, so that it is never used
+	// with another one; it is built anew from the messages.
+	`DROP TABLE main.message_words;
+	DROP TABLE main.words_fts;
+	DROP TABLE main.words;
+	DROP TABLE main.messages_fts;
+	DROP TABLE main.fts_state;
+	CREATE TABLE store_id (
+		id    INTEGER PRIMARY KEY CHECK (id = 1),
+		value TEXT NOT NULL
+	);
+	INSERT INTO store_id (id, value) VALUES (1, lower(hex(randomblob(16))));`,
 }
 
 // schemaVersion is the version a fully migrated database reports.

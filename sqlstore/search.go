@@ -196,13 +196,24 @@ type searchState struct {
 	rows      int64 // the number of messages
 }
 
-const searchStateQuery = `SELECT indexed_to, words_indexed_to, (SELECT coalesce(max(id), 0) FROM messages),
-	(SELECT messages FROM totals WHERE id = 1) FROM fts_state WHERE id = 1`
+// The two queries of readSearchState, in this order.
+const (
+	searchIndexStateQuery = `SELECT indexed_to, words_indexed_to FROM fts_state WHERE id = 1`
+	searchRowsStateQuery  = `SELECT (SELECT coalesce(max(id), 0) FROM messages), (SELECT messages FROM totals WHERE id = 1)`
+)
 
-// readSearchState reads the searchState of tx's snapshot.
+// readSearchState reads the searchState of tx's snapshot. It must be the
+// transaction's first read of the index file, and come before its first
+// read of messages: SQLite takes each file's snapshot at the transaction's
+// first read of it, so the index's is then no later than the messages',
+// and every row the index holds is in the messages' snapshot. (The
+// indexer indexes only committed rows, and messages are never deleted.)
 func readSearchState(ctx context.Context, tx bun.IDB) (searchState, error) {
 	var st searchState
-	err := tx.QueryRowContext(ctx, searchStateQuery).Scan(&st.indexedTo, &st.wordsTo, &st.maxID, &st.rows)
+	if err := tx.QueryRowContext(ctx, searchIndexStateQuery).Scan(&st.indexedTo, &st.wordsTo); err != nil {
+		return st, err
+	}
+	err := tx.QueryRowContext(ctx, searchRowsStateQuery).Scan(&st.maxID, &st.rows)
 	return st, err
 }
 

@@ -95,7 +95,7 @@ func TestSearchMatchesSubstring(t *testing.T) {
 	}
 }
 
-// TestIndexCatchesUp checks that the writer indexes the tail by itself: in
+// TestIndexCatchesUp checks that the indexer indexes the tail by itself: in
 // bulk once enough rows wait, and whatever is left once inserts stop.
 func TestIndexCatchesUp(t *testing.T) {
 	db, _ := openFile(t)
@@ -322,16 +322,16 @@ func waitIndexed(t *testing.T, db *DB) {
 }
 
 // unindexAbove takes the messages above id out of the search index and the
-// word index, as if the writer had not indexed them yet (those they hold:
+// word index, as if the indexer had not indexed them yet (those they hold:
 // an FTS5 'delete' of a row that it does not hold corrupts it). Call it once
-// the writer has indexed everything: it waits for the writer's idle
-// indexing to be done, after which the writer indexes again only after its
-// next batch.
+// the indexer has indexed everything: it waits for the indexer's idle
+// indexing to be done, after which the indexer indexes again only after the
+// next batch's fsync.
 func unindexAbove(t *testing.T, db *DB, id int64) {
 	t.Helper()
 	time.Sleep(2 * indexIdle)
 	ctx := context.Background()
-	tx, err := db.write.BeginTx(ctx, nil)
+	tx, err := db.idx.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +346,7 @@ func unindexAbove(t *testing.T, db *DB, id int64) {
 			t.Fatal(err)
 		}
 	}
-	unindexWordsAbove(t, tx.Tx, id)
+	unindexWordsAbove(t, tx, id)
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -752,8 +752,8 @@ func TestTrigramSample(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.indexText(true)
-	// The writer's connection: fts5vocab needs a temporary table.
-	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	// The indexer's connection: fts5vocab needs a temporary table.
+	err := indexBun(db).RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		docs, n, err := sampleTrigrams(ctx, tx, int64(len(msgs)))
 		if err != nil {
 			return err
@@ -761,7 +761,7 @@ func TestTrigramSample(t *testing.T) {
 		if n != int64(len(msgs)) {
 			t.Errorf("sampled %d rows, want %d", n, len(msgs))
 		}
-		if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(main, messages_fts, row)`); err != nil {
+		if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE temp.vocab USING fts5vocab(idx, messages_fts, row)`); err != nil {
 			return err
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT term, doc FROM temp.vocab`)

@@ -6,7 +6,9 @@
 // inserts into one transaction (group commit) and answers each caller only
 // after COMMIT has reached disk; on SQLite the fsync of one batch overlaps
 // the writing of the next (walsync.go). Reads use a separate pool of read-only
-// connections, so they never wait for the writer.
+// connections, so they never wait for the writer. On SQLite the search
+// indexes live in a file of their own, which an indexer goroutine fills
+// beside the writer (indexdb.go, indexer.go).
 package sqlstore
 
 import (
@@ -85,6 +87,16 @@ type DB struct {
 	// reader connection compiles them the first time it runs them.
 	statsTotals, statsTop *sql.Stmt
 
+	// The search indexes' file and goroutine (indexdb.go, indexer.go;
+	// SQLite). idx is the indexer's connection, with the index file
+	// attached; for :memory: it is the writer's, which has it attached.
+	idx       *sql.DB
+	idxStmts  map[string]*sql.Stmt // the indexer's statements (indexerSQL)
+	durable   atomic.Int64         // every message with id <= durable is synced: the most the indexer indexes
+	indexWake chan struct{}        // more rows are synced: the indexer may have work
+	indexStop chan struct{}        // closed by Close once the writer has stopped
+	indexDone chan struct{}        // closed when the indexer has returned
+
 	checkpoints    chan struct{} // a commit happened: the checkpointer has work
 	checkpointDone chan struct{}
 	checkpointDB   *sql.DB    // nil for :memory:
@@ -157,10 +169,14 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
 		"&_pragma=cache_size(-16000)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
+	var wsql *sql.DB
+	var err error
 	if memory {
-		writeDSN = ":memory:?_pragma=busy_timeout(5000)&_txlock=immediate"
+		// The only connection: the index is attached to it, in memory.
+		wsql, err = openAttached(":memory:?_pragma=busy_timeout(5000)&_txlock=immediate", ":memory:")
+	} else {
+		wsql, err = sql.Open("sqlite", writeDSN)
 	}
-	wsql, err := sql.Open("sqlite", writeDSN)
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: opening %s: %w", path, err)
 	}
@@ -176,6 +192,10 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		searches:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
+		idxStmts:       map[string]*sql.Stmt{},
+		indexWake:      make(chan struct{}, 1),
+		indexStop:      make(chan struct{}),
+		indexDone:      make(chan struct{}),
 		done:           make(chan struct{}),
 		failed:         make(chan struct{}),
 		maxBatch:       2048,
@@ -185,6 +205,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		_ = db.write.Close()
 		if db.read != nil && db.read != db.write {
 			_ = db.read.Close()
+		}
+		if db.idx != nil && db.idx != db.write.DB {
+			_ = db.idx.Close()
 		}
 		return nil, err
 	}
@@ -197,10 +220,32 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := db.prepareWriter(ctx); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
+	// The search index file, checked against the messages before anything
+	// reads it (indexdb.go).
+	if memory {
+		db.idx = db.write.DB
+		_, err = checkIndex(ctx, db.idx)
+	} else {
+		db.idx, err = openIndex(ctx, uri)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+	}
+	if err := db.prepareIndexer(ctx); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+	}
+	// Every row stored before open counts as synced: it is what SQLite
+	// recovered.
+	var maxID int64
+	if err := db.write.QueryRowContext(ctx, `SELECT coalesce(max(id), 0) FROM messages`).Scan(&maxID); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
+	}
+	db.durable.Store(maxID)
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
-		rsql, err := sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-2000)")
+		rsql, err := openAttached(uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-2000)", indexURI(uri),
+			`PRAGMA idx.cache_size = -1000`)
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
 		}
@@ -231,6 +276,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	}
 	go db.runWriter()
 	go db.runCheckpointer()
+	go db.runIndexer()
 	return db, nil
 }
 
@@ -243,6 +289,10 @@ func (db *DB) Close() error {
 		close(db.queue)
 		db.mu.Unlock()
 		<-db.done
+		if !db.postgres {
+			close(db.indexStop) // it indexes what is left, then returns
+			<-db.indexDone
+		}
 		close(db.checkpoints)
 		<-db.checkpointDone
 		db.closeErr = errors.Join(db.closeErr, db.saveCounts(context.Background())) // the writer and the checkpointer have stopped
@@ -254,8 +304,14 @@ func (db *DB) Close() error {
 				db.closeErr = errors.Join(db.closeErr, st.Close())
 			}
 		}
+		for _, st := range db.idxStmts {
+			db.closeErr = errors.Join(db.closeErr, st.Close())
+		}
 		if db.checkpointDB != nil {
 			db.closeErr = errors.Join(db.closeErr, db.checkpointDB.Close())
+		}
+		if db.idx != nil && db.idx != db.write.DB {
+			db.closeErr = errors.Join(db.closeErr, db.idx.Close())
 		}
 		// Closing the last connection checkpoints the WAL into the file.
 		db.closeErr = errors.Join(db.closeErr, db.write.Close())

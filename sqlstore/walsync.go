@@ -44,6 +44,7 @@ import (
 // committed is one batch the writer has committed (err == nil) or failed.
 type committed struct {
 	batch []*insertRequest
+	maxID int64 // the largest id the batch gave a new message; 0 for none
 	err   error
 }
 
@@ -68,6 +69,12 @@ func (db *DB) runSyncer(acks <-chan committed, synced chan<- struct{}) {
 		err := c.err
 		if err == nil {
 			err = db.syncWAL()
+		}
+		if err == nil && c.maxID > db.durable.Load() {
+			// Only the syncer moves durable on, so load and store need
+			// no compare-and-swap.
+			db.durable.Store(c.maxID)
+			db.wakeIndexer()
 		}
 		db.answer(c.batch, err)
 	}

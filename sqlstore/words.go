@@ -37,7 +37,7 @@ import (
 // any, while an OR of the many tokens that hold three characters costs a
 // lookup per token. A q without a letter is mostly a number, and numbers
 // (amounts, codes, phone numbers, times) are mostly unique: each would be a
-// word of its own, costing the writer a row of words and of words_fts, and
+// word of its own, costing the indexer a row of words and of words_fts, and
 // the trigram index finds digit strings well. So the indexes hold only the
 // tokens of four characters or more with a letter (unicode.IsLetter, in the
 // folded text): every token that holds such a q is one of them, since it
@@ -48,9 +48,9 @@ import (
 // them to messages_fts, and records in fts_state.words_indexed_to the last
 // id it indexed for words. A database that had rows before the word index
 // existed builds it from id 0 in the background, a chunk at a time, while
-// the writer has nothing else to do; until it catches up with indexed_to,
-// searches use the trigram index alone. The writer keeps a bounded map of
-// token ids, so that most tokens of a chunk cost no statement at all.
+// no insert waits; until it catches up with indexed_to, searches use the
+// trigram index alone. The indexer keeps a bounded map of token ids, so
+// that most tokens of a chunk cost no statement at all.
 //
 // A search uses the word index when Fold(q) has no space and four characters
 // or more, one a letter, the word index has caught up with the trigram index in the
@@ -95,7 +95,7 @@ const cheapWordTokens = 16
 // search takes its turn to read more and count the rest.
 const wordProbeNoTurn = 4096
 
-// Bounds of the writer's map of token ids: its entries, and the longest
+// Bounds of the indexer's map of token ids: its entries, and the longest
 // token it keeps (longer ones are mostly unique: ids, links).
 const (
 	wordCacheMax      = 1 << 16
@@ -279,7 +279,7 @@ func addWords(ctx context.Context, tx *sql.Tx, tokens []string) (map[string]int6
 		}
 		return first, rows.Err()
 	}
-	// The new tokens first: most tokens missing from the writer's map are
+	// The new tokens first: most tokens missing from the indexer's map are
 	// new ones. Tokens are never deleted, so the new ones take ids above
 	// every other: the smallest of them starts the rows words_fts lacks.
 	first, err := scan(wordAddSQL, tokens)
@@ -329,7 +329,7 @@ func (w *wordIndex) learn(ids map[string]int64) {
 	}
 }
 
-// mayBuildWords reports whether the writer may spend a chunk on the rows
+// mayBuildWords reports whether the indexer may spend a chunk on the rows
 // the word index lacks below the trigram index's watermark: no insert waits
 // and the database is not closing (the build goes on at the next open).
 func (db *DB) mayBuildWords() bool {

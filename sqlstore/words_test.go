@@ -137,13 +137,13 @@ func unindexWordsAbove(t *testing.T, tx *sql.Tx, id int64) {
 }
 
 // dropWordIndex empties the word index, as a database migrated with its
-// messages already indexed by trigrams has it: the writer builds it again.
-// Call it once the writer is idle, as unindexAbove.
+// messages already indexed by trigrams has it: the indexer builds it again.
+// Call it once the indexer is idle, as unindexAbove.
 func dropWordIndex(t *testing.T, db *DB) {
 	t.Helper()
 	time.Sleep(2 * indexIdle)
 	ctx := context.Background()
-	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+	err := indexBun(db).RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		for _, stmt := range []string{
 			`INSERT INTO message_words (message_words) VALUES ('delete-all')`,
 			`UPDATE fts_state SET words_indexed_to = 0 WHERE id = 1`,
@@ -370,9 +370,9 @@ func TestWordIndexBuild(t *testing.T) {
 	postings := func() (n int64) {
 		t.Helper()
 		// The number of (token, message) pairs, through fts5vocab on the
-		// writer's connection (it needs a temporary table).
-		err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-			if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE IF NOT EXISTS temp.mw_vocab USING fts5vocab(main, message_words, row)`); err != nil {
+		// indexer's connection (it needs a temporary table).
+		err := indexBun(db).RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
+			if _, err := tx.ExecContext(ctx, `CREATE VIRTUAL TABLE IF NOT EXISTS temp.mw_vocab USING fts5vocab(idx, message_words, row)`); err != nil {
 				return err
 			}
 			return tx.QueryRowContext(ctx, `SELECT coalesce(sum(doc), 0) FROM temp.mw_vocab`).Scan(&n)
@@ -397,7 +397,7 @@ func TestWordIndexBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The word index as a migration leaves it: empty, at 0.
-	raw, err := sql.Open("sqlite", strings.TrimPrefix(url, "sqlite:///"))
+	raw, err := openRaw(strings.TrimPrefix(url, "sqlite:///"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,7 +461,7 @@ func TestWordIndexClosing(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	raw, err := sql.Open("sqlite", strings.TrimPrefix(url, "sqlite:///"))
+	raw, err := openRaw(strings.TrimPrefix(url, "sqlite:///"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -83,22 +82,10 @@ func (db *DB) runWriter() {
 		<-synced // every batch answered
 	}()
 	var batch []*insertRequest
-	// Soon after open, catch the search indexes up with what an earlier
-	// run left unindexed (or build the word index of an older database).
-	idle := time.NewTimer(indexIdle)
-	defer idle.Stop()
 	for {
-		var first *insertRequest
-		select {
-		case req, ok := <-db.queue:
-			if !ok {
-				db.indexGated(true) // leave the index whole for the next start
-				return
-			}
-			first = req
-		case <-idle.C:
-			db.indexGated(true) // quiet: catch the search index up
-			continue
+		first, ok := <-db.queue
+		if !ok {
+			return
 		}
 		batch = append(batch[:0], first)
 		n := len(first.msgs)
@@ -119,28 +106,14 @@ func (db *DB) runWriter() {
 		// The hand-off waits while the syncer is busy with the batch
 		// before, so inserts arriving during an fsync gather into the next
 		// batch instead of many small ones: one commit and one fsync in
-		// flight, each a batch. The search index is caught up meanwhile.
+		// flight, each a batch.
+		c := committed{batch: slices.Clone(batch)}
 		db.gate.Lock()
-		c := committed{batch: slices.Clone(batch), err: db.commit(batch)}
+		c.maxID, c.err = db.commit(batch)
 		db.gate.Unlock()
 		clear(batch)
-		select {
-		case acks <- c:
-			db.indexGated(false)
-		default:
-			db.indexGated(false)
-			acks <- c
-		}
-		idle.Reset(indexIdle)
+		acks <- c
 	}
-}
-
-// indexGated runs indexText under the gate: its commits, like the
-// batches', must not begin while the checkpointer holds it.
-func (db *DB) indexGated(force bool) {
-	db.gate.Lock()
-	defer db.gate.Unlock()
-	db.indexText(force)
 }
 
 // commit writes one batch in one transaction and commits it. Any error
@@ -148,14 +121,14 @@ func (db *DB) indexGated(force bool) {
 // error SQLite may already have rolled the transaction back, and going on
 // would write outside it. After a failed WAL sync nothing is written at all
 // (see walsync.go).
-func (db *DB) commit(batch []*insertRequest) error {
+func (db *DB) commit(batch []*insertRequest) (maxID int64, err error) {
 	if err := db.walBroken(); err != nil {
-		return err
+		return 0, err
 	}
-	if err := db.writeBatch(batch); err != nil {
-		return unavailable(err)
+	if maxID, err = db.writeBatch(batch); err != nil {
+		return 0, unavailable(err)
 	}
-	return nil
+	return maxID, nil
 }
 
 // wrote reports whether a committed batch changed the database.
@@ -168,9 +141,9 @@ func wrote(batch []*insertRequest) bool {
 	return false
 }
 
-func (db *DB) writeBatch(batch []*insertRequest) error {
+func (db *DB) writeBatch(batch []*insertRequest) (maxID int64, err error) {
 	if db.postgres {
-		return db.writeBatchPostgres(batch)
+		return 0, db.writeBatchPostgres(batch)
 	}
 	ctx := context.Background() // one caller's cancellation must not fail the others
 	// Flatten the batch, so one INSERT can carry rows of several requests.
@@ -188,23 +161,24 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 	for _, n := range []int{min(len(msgs), rowsPerInsert), len(msgs) % rowsPerInsert} {
 		if n > 0 {
 			if _, err := db.insertStmt(ctx, n); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
 	tx, err := db.write.DB.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("sqlstore: begin: %w", err)
+		return 0, fmt.Errorf("sqlstore: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
 
 	var t tally
 	for lo := 0; lo < len(msgs); lo += rowsPerInsert {
 		hi := min(lo+rowsPerInsert, len(msgs))
-		isNew, err := db.insertRows(ctx, tx, msgs[lo:hi])
+		isNew, last, err := db.insertRows(ctx, tx, msgs[lo:hi])
 		if err != nil {
-			return err
+			return 0, err
 		}
+		maxID = max(maxID, last)
 		for k, c := range isNew {
 			if c {
 				*created[lo+k] = true
@@ -213,11 +187,11 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 		}
 	}
 	if err := t.write(ctx, db, tx); err != nil {
-		return err
+		return 0, err
 	}
 	if slices.ContainsFunc(batch, func(req *insertRequest) bool { return req.probe }) {
 		if err := probe(ctx, tx); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if t.messages > 0 {
@@ -226,13 +200,13 @@ func (db *DB) writeBatch(batch []*insertRequest) error {
 		db.topKnown = false
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("sqlstore: commit: %w", err)
+		return 0, fmt.Errorf("sqlstore: commit: %w", err)
 	}
 	if t.messages > 0 {
 		db.top, db.topKnown = t.top, true
 	}
 	db.afterCommit()
-	return nil
+	return maxID, nil
 }
 
 // probeRoom is how much free space the probe wants beside the database
@@ -295,12 +269,13 @@ func checkRoom(dir, prefix string, n int) (err error) {
 const rowsPerInsert = 64
 
 // insertRows inserts msgs with one multi-row INSERT ... ON CONFLICT DO
-// NOTHING RETURNING message_id and reports which of them were new. Of two
-// rows with the same id in one statement, SQLite inserts the first.
-func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, msgs []*msgsvc.Message) ([]bool, error) {
+// NOTHING RETURNING message_id, id and reports which of them were new, and
+// the largest id given to one (0 for none). Of two rows with the same id
+// in one statement, SQLite inserts the first.
+func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, msgs []*msgsvc.Message) (created []bool, maxID int64, err error) {
 	stmt, err := db.insertStmt(ctx, len(msgs))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	args := make([]any, 0, 7*len(msgs))
 	firstAt := make(map[string]int, len(msgs))
@@ -316,21 +291,23 @@ func (db *DB) insertRows(ctx context.Context, tx *sql.Tx, msgs []*msgsvc.Message
 	}
 	rows, err := tx.StmtContext(ctx, stmt).QueryContext(ctx, args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlstore: insert: %w", err)
+		return nil, 0, fmt.Errorf("sqlstore: insert: %w", err)
 	}
 	defer rows.Close()
-	created := make([]bool, len(msgs))
+	created = make([]bool, len(msgs))
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("sqlstore: insert: %w", err)
+		var rowid int64
+		if err := rows.Scan(&id, &rowid); err != nil {
+			return nil, 0, fmt.Errorf("sqlstore: insert: %w", err)
 		}
 		created[firstAt[id]] = true
+		maxID = max(maxID, rowid)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlstore: insert: %w", err)
+		return nil, 0, fmt.Errorf("sqlstore: insert: %w", err)
 	}
-	return created, nil
+	return created, maxID, nil
 }
 
 // insertStmt returns the prepared INSERT for n rows. Only the writer
@@ -347,7 +324,7 @@ func (db *DB) insertStmt(ctx context.Context, n int) (*sql.Stmt, error) {
 		}
 		b.WriteString(`(?,?,?,?,?,?,?)`)
 	}
-	b.WriteString(` ON CONFLICT (message_id) DO NOTHING RETURNING message_id`)
+	b.WriteString(` ON CONFLICT (message_id) DO NOTHING RETURNING message_id, id`)
 	st, err := db.write.DB.PrepareContext(ctx, b.String())
 	if err != nil {
 		return nil, fmt.Errorf("sqlstore: preparing insert: %w", err)
@@ -420,7 +397,7 @@ const (
 )
 
 // writerSQL lists every statement prepareWriter prepares.
-var writerSQL = []string{addSendersSQL, addHoursSQL, addTotalsSQL, getTopSQL, clearTopSQL, setTopSQL, indexStateSQL, indexAddSQL, indexMarkSQL}
+var writerSQL = []string{addSendersSQL, addHoursSQL, addTotalsSQL, getTopSQL, clearTopSQL, setTopSQL}
 
 // prepareWriter prepares the writer's constant statements on its
 // connection, before the writer starts.
