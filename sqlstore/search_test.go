@@ -364,8 +364,17 @@ func TestSearchExact(t *testing.T) {
 	for _, c := range []struct {
 		probe    int64
 		wordsOff bool
-	}{{0, false}, {100, false}, {0, true}, {100, true}} {
+		race     bool // also run under the race detector
+	}{
+		{0, false, true}, // as the daemon runs
+		{100, false, false},
+		{0, true, false},
+		{100, true, true},
+	} {
 		t.Run(fmt.Sprintf("probe %d words off %v", c.probe, c.wordsOff), func(t *testing.T) {
+			if raceEnabled && !c.race {
+				t.Skip("slow under the race detector; run without it: go test -run '^TestSearchExact$' ./sqlstore")
+			}
 			db, _ := openFile(t)
 			// A low probe leaves most q with more matches than the ids a
 			// plan reads: they are counted past them and walked.
