@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -39,4 +40,59 @@ func BenchmarkInsertConcurrent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkList measures List over 50,000 stored messages, one request at a
+// time, for the kinds of page the mixed /messages load asks for most: a
+// cursor page anywhere, an offset page, and pages filtered by sender, by
+// instant and by a word. The words and senders repeat, so q's count is
+// remembered after its first request, as in the daemon's steady state.
+func BenchmarkList(b *testing.B) {
+	const n, senders = 50_000, 500
+	db := openURL(b, fileURL(b, filepath.Join(b.TempDir(), "bench.db")))
+	ctx := context.Background()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	words := []string{"alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett"}
+	msgs := make([]msgsvc.Message, 0, 1000)
+	for i := range n {
+		text := fmt.Sprintf("message %d says %s and %s", i, words[i%len(words)], words[i*7%len(words)])
+		msgs = append(msgs, msgsvc.Message{
+			MessageID: fmt.Sprintf("list-%06d", i), From: fmt.Sprintf("+9198%08d", i%senders), To: "+14155550100",
+			TS: start.Add(time.Duration(i) * time.Minute).Format(time.RFC3339), Text: &text,
+		})
+		if len(msgs) == cap(msgs) || i == n-1 {
+			if _, err := db.Insert(ctx, msgs); err != nil {
+				b.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	for _, c := range []struct {
+		name string
+		q    func(i int) msgsvc.Query
+	}{
+		{"cursor", func(i int) msgsvc.Query {
+			m := i * 7919 % n
+			return msgsvc.Query{Limit: 20, After: &msgsvc.Position{
+				Key: msgsvc.InstantKey(start.Add(time.Duration(m) * time.Minute)), MessageID: fmt.Sprintf("list-%06d", m)}}
+		}},
+		{"offset", func(i int) msgsvc.Query { return msgsvc.Query{Limit: 20, Offset: i * 7919 % 10_000} }},
+		{"from", func(i int) msgsvc.Query { return msgsvc.Query{Limit: 20, From: fmt.Sprintf("+9198%08d", i%senders)} }},
+		{"since", func(i int) msgsvc.Query {
+			since := start.Add(time.Duration(i*7919%n) * time.Minute)
+			return msgsvc.Query{Limit: 20, Since: &since}
+		}},
+		{"q", func(i int) msgsvc.Query { return msgsvc.Query{Limit: 20, Text: words[i%len(words)]} }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := db.List(ctx, c.q(i)); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
 }

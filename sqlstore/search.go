@@ -146,18 +146,18 @@ func ftsPhrase(folded string) string {
 const textMatches = `SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?
 	UNION ALL SELECT id FROM messages WHERE id > ? AND instr(text_fold, ?) > 0`
 
-// where adds the q filter to s.
-func (s textSearch) where(sel *bun.SelectQuery, text string) *bun.SelectQuery {
+// cond returns the q filter as a condition on messages.
+func (s textSearch) cond(text string) cond {
 	folded := msgsvc.Fold(text)
 	switch {
 	case s.mode == searchScan || s.mode == searchIndexWalk:
-		return sel.Where("instr(text_fold, ?) > 0", folded)
+		return cond{"instr(text_fold, ?) > 0", []any{folded}}
 	case s.ids != "":
-		return sel.Where("id IN (SELECT value FROM json_each(?))", s.ids)
+		return cond{"id IN (SELECT value FROM json_each(?))", []any{s.ids}}
 	case s.words != "":
-		return sel.Where("id IN ("+wordMatches+")", s.words, s.indexedTo, folded)
+		return cond{"id IN (" + wordMatches + ")", []any{s.words, s.indexedTo, folded}}
 	}
-	return sel.Where("id IN ("+textMatches+")", ftsPhrase(folded), s.indexedTo, folded)
+	return cond{"id IN (" + textMatches + ")", []any{ftsPhrase(folded), s.indexedTo, folded}}
 }
 
 // table is the FROM clause of the page query: searchIndexMember walks the
@@ -208,12 +208,12 @@ const (
 // first read of it, so the index's is then no later than the messages',
 // and every row the index holds is in the messages' snapshot. (The
 // indexer indexes only committed rows, and messages are never deleted.)
-func readSearchState(ctx context.Context, tx bun.IDB) (searchState, error) {
+func (db *DB) readSearchState(ctx context.Context, tx bun.IDB) (searchState, error) {
 	var st searchState
-	if err := tx.QueryRowContext(ctx, searchIndexStateQuery).Scan(&st.indexedTo, &st.wordsTo); err != nil {
+	if err := db.queryRow(ctx, tx, searchIndexStateQuery).Scan(&st.indexedTo, &st.wordsTo); err != nil {
 		return st, err
 	}
-	err := tx.QueryRowContext(ctx, searchRowsStateQuery).Scan(&st.maxID, &st.rows)
+	err := db.queryRow(ctx, tx, searchRowsStateQuery).Scan(&st.maxID, &st.rows)
 	return st, err
 }
 
@@ -224,7 +224,7 @@ func (db *DB) planSearch(ctx context.Context, tx bun.IDB, q msgsvc.Query, turn b
 	if q.Text == "" {
 		return textSearch{}, nil
 	}
-	st, err := readSearchState(ctx, tx)
+	st, err := db.readSearchState(ctx, tx)
 	if err != nil {
 		return textSearch{}, err
 	}
@@ -304,7 +304,7 @@ func (p *searchPlanner) plan(ctx context.Context) (textSearch, error) {
 	}
 	senderRows := int64(-1)
 	if q.From != "" {
-		err := p.tx.QueryRowContext(ctx, `SELECT n FROM senders WHERE sender = ?`, q.From).Scan(&senderRows)
+		err := p.db.queryRow(ctx, p.tx, senderCountQuery, q.From).Scan(&senderRows)
 		if errors.Is(err, sql.ErrNoRows) {
 			senderRows = 0
 		} else if err != nil {

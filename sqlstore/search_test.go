@@ -73,8 +73,11 @@ func TestSearchMatchesSubstring(t *testing.T) {
 				continue
 			}
 			var rows []messageRow
-			sel := pageQuery(db.read, msgsvc.Query{Text: q, Limit: 1000}, textSearch{mode: mode, indexedTo: indexedTo})
-			if err := sel.Scan(ctx, &rows); err != nil {
+			err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) (err error) {
+				rows, err = db.pageRows(ctx, tx, msgsvc.Query{Text: q, Limit: 1000}, textSearch{mode: mode, indexedTo: indexedTo})
+				return err
+			})
+			if err != nil {
 				t.Fatalf("q %q mode %d: %v", q, mode, err)
 			}
 			got := make([]string, len(rows))
@@ -665,7 +668,7 @@ func reducedTaken(t *testing.T, db *DB, folded string) bool {
 	ctx := context.Background()
 	var taken bool
 	err := db.read.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		st, err := readSearchState(ctx, tx)
+		st, err := db.readSearchState(ctx, tx)
 		if err != nil {
 			return err
 		}

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
@@ -86,6 +87,10 @@ type DB struct {
 	// Stats's statements, prepared once on the read pool (SQLite): each
 	// reader connection compiles them the first time it runs them.
 	statsTotals, statsTop *sql.Stmt
+	// The read path's other fixed queries (readSQL), and the page queries
+	// by their text (pageShapes), prepared the same way (SQLite); read-only
+	// once Open returns.
+	readStmts, pageStmts map[string]*sql.Stmt
 
 	// The search indexes' file and goroutine (indexdb.go, indexer.go;
 	// SQLite). idx is the indexer's connection, with the index file
@@ -271,6 +276,12 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if db.statsTop, err = db.read.DB.PrepareContext(ctx, statsTopSendersQuery); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
 	}
+	if db.readStmts, err = prepareEach(ctx, db.read.DB, readSQL); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
+	}
+	if db.pageStmts, err = prepareEach(ctx, db.read.DB, pageShapes()); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
+	}
 	if err := db.loadCounts(ctx); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
@@ -278,6 +289,23 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	go db.runCheckpointer()
 	go db.runIndexer()
 	return db, nil
+}
+
+// prepareEach prepares every query on pool, by its text. A statement of the
+// pool is compiled on each connection the first time it runs there.
+func prepareEach(ctx context.Context, pool *sql.DB, queries []string) (map[string]*sql.Stmt, error) {
+	stmts := make(map[string]*sql.Stmt, len(queries))
+	for _, query := range queries {
+		st, err := pool.PrepareContext(ctx, query)
+		if err != nil {
+			for _, st := range stmts {
+				err = errors.Join(err, st.Close())
+			}
+			return nil, err
+		}
+		stmts[query] = st
+	}
+	return stmts, nil
 }
 
 // Close stops taking inserts, commits every insert already queued, and closes
@@ -299,7 +327,9 @@ func (db *DB) Close() error {
 		for _, st := range db.inserts {
 			db.closeErr = errors.Join(db.closeErr, st.Close())
 		}
-		for _, st := range append(slices.Collect(maps.Values(db.stmts)), db.statsTotals, db.statsTop) {
+		stmts := slices.Concat(slices.Collect(maps.Values(db.stmts)), slices.Collect(maps.Values(db.readStmts)),
+			slices.Collect(maps.Values(db.pageStmts)))
+		for _, st := range append(stmts, db.statsTotals, db.statsTop) {
 			if st != nil {
 				db.closeErr = errors.Join(db.closeErr, st.Close())
 			}
@@ -429,8 +459,8 @@ func (db *DB) list(ctx context.Context, q msgsvc.Query, turn bool) (msgsvc.Page,
 			}
 			return err
 		}
-		var rows []messageRow
-		if err := pageQuery(tx, q, search).Scan(ctx, &rows); err != nil {
+		rows, err := db.pageRows(ctx, tx, q, search)
+		if err != nil {
 			return err
 		}
 		page = pageOf(q, rows)
@@ -508,27 +538,46 @@ func collectPage(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textSear
 	return page, nil
 }
 
+// cond is one condition of a WHERE clause, with the arguments of its
+// placeholders in order.
+type cond struct {
+	sql  string
+	args []any
+}
+
+// listConds returns q's filters (not its position) on messages, with q's
+// text searched as search says.
+func listConds(q msgsvc.Query, search textSearch) []cond {
+	var conds []cond
+	if q.From != "" {
+		conds = append(conds, cond{"sender = ?", []any{q.From}})
+	}
+	if q.Since != nil {
+		conds = append(conds, cond{"ts_key >= ?", []any{msgsvc.InstantKey(*q.Since)}})
+	}
+	if q.Text != "" {
+		conds = append(conds, search.cond(q.Text))
+	}
+	return conds
+}
+
 // listFilter returns a function that adds q's filters (not its position) to
 // a query on messages, with q's text searched as search says.
 func listFilter(q msgsvc.Query, search textSearch) func(*bun.SelectQuery) *bun.SelectQuery {
 	return func(s *bun.SelectQuery) *bun.SelectQuery {
-		if q.From != "" {
-			s = s.Where("sender = ?", q.From)
-		}
-		if q.Since != nil {
-			s = s.Where("ts_key >= ?", msgsvc.InstantKey(*q.Since))
-		}
-		if q.Text != "" {
-			s = search.where(s, q.Text)
+		for _, c := range listConds(q, search) {
+			s = s.Where(c.sql, c.args...)
 		}
 		return s
 	}
 }
 
-// pageQuery builds the query for one page of List: the filters, the
-// position, the order, and one row more than the page, which tells whether
-// a next page exists.
-func pageQuery(idb bun.IDB, q msgsvc.Query, search textSearch) *bun.SelectQuery {
+// pageQuery returns the query for one page of List, and its arguments: the
+// filters, the position, the order, and one row more than the page, which
+// tells whether a next page exists. Every value is an argument, bound, not
+// formatted into the text, so the text depends only on the shape of the
+// request (pageShapes), and List runs a statement prepared once.
+func pageQuery(q msgsvc.Query, search textSearch) (string, []any) {
 	filters := q
 	if q.After != nil && q.Since != nil && q.After.Key >= msgsvc.InstantKey(*q.Since) {
 		// Every row after the position is at or after since. Without the
@@ -536,12 +585,81 @@ func pageQuery(idb bun.IDB, q msgsvc.Query, search textSearch) *bun.SelectQuery 
 		// reading every row from since up to it.
 		filters.Since = nil
 	}
-	sel := listFilter(filters, search)(idb.NewSelect().TableExpr(search.table()).
-		Column("message_id", "sender", "recipient", "ts", "ts_key", "text"))
+	conds := listConds(filters, search)
 	if q.After != nil {
-		sel = sel.Where("(ts_key, message_id) > (?, ?)", q.After.Key, q.After.MessageID)
+		conds = append(conds, cond{"(ts_key, message_id) > (?, ?)", []any{q.After.Key, q.After.MessageID}})
 	}
-	return sel.OrderExpr("ts_key, message_id").Limit(int64(q.Limit + 1)).Offset(int64(q.Offset))
+	var b strings.Builder
+	var args []any
+	b.WriteString("SELECT message_id, sender, recipient, ts, ts_key, text FROM ")
+	b.WriteString(search.table())
+	for i, c := range conds {
+		if i == 0 {
+			b.WriteString(" WHERE (")
+		} else {
+			b.WriteString(" AND (")
+		}
+		b.WriteString(c.sql)
+		b.WriteByte(')')
+		args = append(args, c.args...)
+	}
+	b.WriteString(" ORDER BY ts_key, message_id LIMIT ? OFFSET ?")
+	return b.String(), append(args, q.Limit+1, q.Offset)
+}
+
+// pageShapes returns the text of every page query pageQuery builds: each
+// combination of from, since, position and way of searching q.
+func pageShapes() []string {
+	since := time.Unix(0, 0)
+	searches := []textSearch{
+		{mode: searchScan}, // searchIndexWalk is the same query
+		{mode: searchIndexSorted, ids: "[]"}, {mode: searchIndexMember, ids: "[]"},
+		{mode: searchIndexSorted, words: "w0"}, {mode: searchIndexMember, words: "w0"},
+		{mode: searchIndexSorted}, {mode: searchIndexMember},
+	}
+	var shapes []string
+	for _, from := range []string{"", "+1"} {
+		for _, since := range []*time.Time{nil, &since} {
+			for _, after := range []*msgsvc.Position{nil, {}} { // before since: both bounds stay
+				q := msgsvc.Query{From: from, Since: since, After: after}
+				query, _ := pageQuery(q, textSearch{})
+				shapes = append(shapes, query)
+				q.Text = "q"
+				for _, s := range searches {
+					query, _ := pageQuery(q, s)
+					shapes = append(shapes, query)
+				}
+			}
+		}
+	}
+	slices.Sort(shapes)
+	return slices.Compact(shapes)
+}
+
+// pageRows reads the rows of q's page in tx, searching q's text as search
+// says, with the statement Open prepared for the query's shape.
+func (db *DB) pageRows(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textSearch) ([]messageRow, error) {
+	query, args := pageQuery(q, search)
+	var rows *sql.Rows
+	var err error
+	if st := db.pageStmts[query]; st != nil {
+		rows, err = tx.Tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	} else { // not a shape pageShapes knows: correct, only slower
+		rows, err = tx.Tx.QueryContext(ctx, query, args...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var page []messageRow
+	for rows.Next() {
+		var r messageRow
+		if err := rows.Scan(&r.MessageID, &r.Sender, &r.Recipient, &r.TS, &r.TSKey, &r.Text); err != nil {
+			return nil, err
+		}
+		page = append(page, r)
+	}
+	return page, rows.Err()
 }
 
 // count returns the exact number of matches of q's filters, from the
@@ -550,10 +668,10 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textS
 	var n int64
 	switch {
 	case q.From == "" && q.Since == nil && q.Text == "":
-		err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&n)
+		err := db.queryRow(ctx, tx, totalQuery).Scan(&n)
 		return n, err
 	case q.From != "" && q.Since == nil && q.Text == "":
-		err := tx.QueryRowContext(ctx, `SELECT n FROM senders WHERE sender = ?`, q.From).Scan(&n)
+		err := db.queryRow(ctx, tx, senderCountQuery, q.From).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
 			return 0, nil
 		}
@@ -561,7 +679,7 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textS
 	case q.Text != "" && search.known:
 		return search.total, nil
 	case q.From == "" && q.Text == "":
-		return countSince(ctx, tx, msgsvc.InstantKey(*q.Since))
+		return db.countSince(ctx, tx, msgsvc.InstantKey(*q.Since))
 	}
 	// Counting is driven by the search index when there is one: a rowid
 	// lookup a match beats testing every row.
@@ -577,24 +695,53 @@ func (db *DB) count(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textS
 
 // countSince counts messages at or after key: whole hours from ts_hours,
 // and the rows of key's own hour from the index.
-func countSince(ctx context.Context, tx bun.Tx, key string) (int64, error) {
+func (db *DB) countSince(ctx context.Context, tx bun.Tx, key string) (int64, error) {
 	const hourLen = len("YYYY-MM-DDTHH")
 	var whole, partial int64
 	if len(key) < hourLen { // a bound before year 1 or after 9999
 		if key > "9999" {
 			return 0, nil
 		}
-		err := tx.QueryRowContext(ctx, `SELECT messages FROM totals WHERE id = 1`).Scan(&whole)
+		err := db.queryRow(ctx, tx, totalQuery).Scan(&whole)
 		return whole, err
 	}
 	hour := key[:hourLen]
-	err := tx.QueryRowContext(ctx, `SELECT coalesce(sum(n), 0) FROM ts_hours WHERE hour > ?`, hour).Scan(&whole)
+	err := db.queryRow(ctx, tx, hoursAfterQuery, hour).Scan(&whole)
 	if err != nil {
 		return 0, err
 	}
 	// Every key of that hour is below hour+";": the key goes on with ':'.
-	err = tx.QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE ts_key >= ? AND ts_key < ?`, key, hour+";").Scan(&partial)
+	err = db.queryRow(ctx, tx, keyRangeCountQuery, key, hour+";").Scan(&partial)
 	return whole + partial, err
+}
+
+// The fixed queries of the read path that every list or search runs, one
+// to four of them a request. List's transaction runs them as statements
+// prepared once (queryRow): compiling them anew each time took about a
+// twentieth of the daemon's CPU under a mixed /messages load.
+const (
+	totalQuery         = `SELECT messages FROM totals WHERE id = 1`
+	senderCountQuery   = `SELECT n FROM senders WHERE sender = ?`
+	hoursAfterQuery    = `SELECT coalesce(sum(n), 0) FROM ts_hours WHERE hour > ?`
+	keyRangeCountQuery = `SELECT count(*) FROM messages WHERE ts_key >= ? AND ts_key < ?`
+)
+
+// readSQL lists the statements Open prepares for queryRow (SQLite).
+var readSQL = []string{
+	totalQuery, senderCountQuery, hoursAfterQuery, keyRangeCountQuery,
+	searchIndexStateQuery, searchRowsStateQuery, wordsHoldingSQL,
+}
+
+// queryRow runs query with args in tx. A query of readSQL in a transaction
+// runs as its prepared statement, with args bound, not formatted into the
+// text; anything else as bun runs it.
+func (db *DB) queryRow(ctx context.Context, tx bun.IDB, query string, args ...any) *sql.Row {
+	if st := db.readStmts[query]; st != nil {
+		if t, ok := tx.(bun.Tx); ok {
+			return t.Tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+		}
+	}
+	return tx.QueryRowContext(ctx, query, args...)
 }
 
 // The queries of Stats: a handful of rows of the counters, never a scan of

@@ -366,7 +366,7 @@ func (p *searchPlanner) useWords(ctx context.Context) (bool, error) {
 	}
 	var n int64
 	var match string
-	if err := p.tx.QueryRowContext(ctx, wordsHoldingSQL, ftsPhrase(p.folded), maxWordTokens+1).Scan(&n, &match); err != nil {
+	if err := p.db.queryRow(ctx, p.tx, wordsHoldingSQL, ftsPhrase(p.folded), maxWordTokens+1).Scan(&n, &match); err != nil {
 		return false, err
 	}
 	if n > maxWordTokens {
