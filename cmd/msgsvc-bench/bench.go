@@ -38,8 +38,12 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	var rows []row
 	report := func(r row) {
 		rows = append(rows, r)
-		logf("%-34s %9.0f req/s  p50 %7s  p99 %7s  max %7s  errors %d",
-			r.name, r.res.throughput(), ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors)
+		cpu := ""
+		if r.cpu > 0 {
+			cpu = fmt.Sprintf("  CPU %s µs/req", us(r.cpu))
+		}
+		logf("%-34s %9.0f req/s  p50 %7s  p99 %7s  max %7s  errors %d%s",
+			r.name, r.res.throughput(), ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors, cpu)
 		if r.res.firstErr != nil {
 			logf("  first error: %v", r.res.firstErr)
 		}
@@ -61,8 +65,8 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	ing := newIngest(o, "base", base.addr)
-	baseRes, _ := runLoad(ctx, "ingest, no storage (baseline)", o.conns, o.duration, ing.next)
-	report(row{name: baseRes.name, res: baseRes, rss: base.peakRSS()})
+	baseRes, _, baseCPU := measure(ctx, base, "ingest, no storage (baseline)", o.conns, o.duration, ing.next)
+	report(row{name: baseRes.name, res: baseRes, rss: base.peakRSS(), cpu: baseCPU})
 	if err := base.stop(); err != nil {
 		return err
 	}
@@ -77,8 +81,8 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	ing = newIngest(o, "empty", d.addr)
-	res, _ := runLoad(ctx, "ingest, empty store", o.conns, o.duration, ing.next)
-	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput()})
+	res, _, cpu := measure(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
+	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput(), cpu: cpu})
 	if err := ing.check(d.addr, 0, res); err != nil {
 		return err
 	}
@@ -113,8 +117,8 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, _ = runLoad(ctx, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
-	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput()})
+	res, _, cpu = measure(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
+	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput(), cpu: cpu})
 	if err := ing.check(d.addr, before, res); err != nil {
 		return err
 	}
@@ -126,15 +130,18 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 
 	fmt.Fprintf(out, "\nmsgsvc-bench: %d CPUs (%s), %s store, %s per workload, %d webhook connections (%.0f%% duplicates), %d query connections, %d seeded messages, load generator on the same machine\n\n",
 		runtime.NumCPU(), cpuModel(), o.backend(), o.duration, o.conns, 100*o.dupShare, o.queryConns, o.seed)
-	fmt.Fprintln(out, "| workload | req/s | × baseline | p50 ms | p99 ms | max ms | errors |")
-	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(out, "| workload | req/s | × baseline | p50 ms | p99 ms | max ms | daemon CPU µs/req | errors |")
+	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		ratio := ""
+		ratio, cpu := "", ""
 		if r.ratio > 0 {
 			ratio = fmt.Sprintf("%.2f", r.ratio)
 		}
-		fmt.Fprintf(out, "| %s | %.0f | %s | %s | %s | %s | %d |\n", strings.TrimSpace(r.name), r.res.throughput(), ratio,
-			ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors)
+		if r.cpu > 0 {
+			cpu = us(r.cpu)
+		}
+		fmt.Fprintf(out, "| %s | %.0f | %s | %s | %s | %s | %s | %d |\n", strings.TrimSpace(r.name), r.res.throughput(), ratio,
+			ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), cpu, r.res.errors)
 	}
 	fmt.Fprintf(out, "\nseeding rate: %.0f messages/s; daemon peak RSS (VmHWM): %.0f MiB\n", rate, peak)
 	return nil
@@ -147,25 +154,36 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 // steady state: the same mix, with other draws of q.
 func runQueries(ctx context.Context, o options, d *proc, report func(row)) {
 	q := newQueries(o, d.addr)
-	cold, _ := runLoad(ctx, "/messages mixed, first after start", o.queryConns, o.duration, q.nextMixed)
-	report(row{name: cold.name, res: cold, rss: d.peakRSS()})
+	cold, _, cpu := measure(ctx, d, "/messages mixed, first after start", o.queryConns, o.duration, q.nextMixed)
+	report(row{name: cold.name, res: cold, rss: d.peakRSS(), cpu: cpu})
 	q.round = 1
-	mixed, kinds := runLoad(ctx, "/messages mixed", o.queryConns, o.duration, q.nextMixed)
-	report(row{name: mixed.name, res: mixed, rss: d.peakRSS()})
+	mixed, kinds, cpu := measure(ctx, d, "/messages mixed", o.queryConns, o.duration, q.nextMixed)
+	report(row{name: mixed.name, res: mixed, rss: d.peakRSS(), cpu: cpu})
 	for _, k := range queryKinds {
 		if r := kinds[k]; r != nil {
 			report(row{name: "  " + k, res: *r})
 		}
 	}
-	cur, _ := runLoad(ctx, "/messages cursor page, anywhere", o.queryConns, o.duration, q.nextCursor)
-	report(row{name: cur.name, res: cur, rss: d.peakRSS()})
-	stats, _ := runLoad(ctx, "/stats", o.queryConns, o.duration, q.nextStats)
-	report(row{name: stats.name, res: stats, rss: d.peakRSS()})
+	cur, _, cpu := measure(ctx, d, "/messages cursor page, anywhere", o.queryConns, o.duration, q.nextCursor)
+	report(row{name: cur.name, res: cur, rss: d.peakRSS(), cpu: cpu})
+	stats, _, cpu := measure(ctx, d, "/stats", o.queryConns, o.duration, q.nextStats)
+	report(row{name: stats.name, res: stats, rss: d.peakRSS(), cpu: cpu})
 	// The floor: a request that does no work, through the same client,
 	// connections and server. Its p99 is what scheduling two busy
 	// processes on the machine's cores costs any request.
-	floor, _ := runLoad(ctx, "/health/live (no work: the floor)", o.queryConns, o.duration, q.nextLive)
-	report(row{name: floor.name, res: floor, rss: d.peakRSS()})
+	floor, _, cpu := measure(ctx, d, "/health/live (no work: the floor)", o.queryConns, o.duration, q.nextLive)
+	report(row{name: floor.name, res: floor, rss: d.peakRSS(), cpu: cpu})
+}
+
+// measure runs one workload against the process d, as runLoad does, and
+// returns too the CPU time (user and system) d used per request. The
+// sharing of the machine disturbs it far less than throughput, so it is
+// what compares two binaries.
+func measure(ctx context.Context, d *proc, name string, conns int, dur time.Duration, next func(worker, i int) (string, request)) (result, map[string]*result, time.Duration) {
+	cpu0 := d.cpuTime()
+	res, kinds := runLoad(ctx, name, conns, dur, next)
+	cpu := d.cpuTime() - cpu0
+	return res, kinds, cpu / time.Duration(max(res.requests, 1))
 }
 
 // runQueriesOnly runs only the query workloads, over big.db already
@@ -185,10 +203,15 @@ type row struct {
 	res   result
 	rss   float64
 	ratio float64
+	cpu   time.Duration // the daemon's CPU time per request; 0 when not measured
 }
 
 func ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 2, 64)
+}
+
+func us(d time.Duration) string {
+	return strconv.FormatInt(d.Microseconds(), 10)
 }
 
 func cpuModel() string {
@@ -392,10 +415,7 @@ func holdDaemon(ctx context.Context, o options) error {
 	}
 	logf("daemon pid %d on %s", d.cmd.Process.Pid, d.addr)
 	ing := newIngest(o, fmt.Sprintf("hold%d", time.Now().Unix()), d.addr)
-	cpu0 := d.cpuTime()
-	res, _ := runLoad(ctx, "ingest", o.conns, o.hold, ing.next)
-	cpu := d.cpuTime() - cpu0
-	logf("ingest: %.0f req/s p50 %s p99 %s errors %d, daemon CPU %.0f µs/req", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors,
-		float64(cpu.Microseconds())/float64(max(res.requests, 1)))
+	res, _, cpu := measure(ctx, d, "ingest", o.conns, o.hold, ing.next)
+	logf("ingest: %.0f req/s p50 %s p99 %s errors %d, daemon CPU %s µs/req", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors, us(cpu))
 	return d.stop()
 }
