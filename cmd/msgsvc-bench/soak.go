@@ -296,7 +296,19 @@ loop:
 	bound := idleBefore.goroutines + 4*clients + 16
 	verdict(peak(under, g) <= bound, "goroutines bounded: at most %.0f under load (first half %.0f, second half %.0f); bound %.0f = %.0f idle + 4 × %.0f connections + 16",
 		peak(under, g), peak(firstHalf, g), peak(secondHalf, g), bound, idleBefore.goroutines, clients)
-	verdict(median(secondHalf, g) <= median(firstHalf, g)+5, "goroutines flat: median %.0f in the first half, %.0f in the second", median(firstHalf, g), median(secondHalf, g))
+	// Flat compares the fewest goroutines of each half: a sample counts
+	// the requests in flight at that instant, and as the table grows each
+	// takes longer, so more are in flight at a median sample (29 → 34 over
+	// 10 minutes on 1 Dec, leaking nothing); a leak raises the floor too.
+	least := func(ss []sample) float64 {
+		m := g(ss[0])
+		for _, s := range ss {
+			m = min(m, g(s))
+		}
+		return m
+	}
+	verdict(least(secondHalf) <= least(firstHalf)+5, "goroutines flat: at least %.0f in the first half, %.0f in the second (medians %.0f and %.0f)",
+		least(firstHalf), least(secondHalf), median(firstHalf, g), median(secondHalf, g))
 	verdict(idleAfter.goroutines <= idleBefore.goroutines+5, "goroutines back to idle: %.0f before the load, %.0f after", idleBefore.goroutines, idleAfter.goroutines)
 	// Descriptors: the client connections, plus the database files that the
 	// store's connection pools open on first use and keep.
