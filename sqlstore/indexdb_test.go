@@ -234,6 +234,9 @@ func TestIndexFileChecked(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// Under the race detector: one index kept, one rebuilt after a
+			// failed check, one built where there was none.
+			slowUnderRace(t, tc.name == "its own index" || tc.name == "a corrupt index file" || tc.name == "no index file")
 			path, want := tc.setup(t)
 			db := openURL(t, "sqlite:///"+path)
 			store, mainStore, to, _ := readIndexState(t, db)

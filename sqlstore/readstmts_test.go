@@ -122,11 +122,13 @@ func columns(query string) int {
 	return 1
 }
 
-// TestPageShapes checks that Open prepares the page query of every request
-// List can make: each combination of filters, position and way of searching
-// q builds a text that pageShapes lists.
+// TestPageShapes checks the page queries' statements: every request List
+// can make builds one of pageShapes' texts (each combination of filters,
+// position and way of searching q), and List prepares the statement of a
+// shape after its first page and uses it for the next.
 func TestPageShapes(t *testing.T) {
 	db, _ := openFile(t)
+	ctx := context.Background()
 	early := time.Date(2025, 1, 15, 10, 0, 0, 0, time.UTC)
 	late := early.Add(time.Hour)
 	key := msgsvc.InstantKey(early.Add(time.Minute))
@@ -147,8 +149,8 @@ func TestPageShapes(t *testing.T) {
 						q := msgsvc.Query{From: from, Since: since, After: after, Text: text, Limit: 7, Offset: 3}
 						query, args := pageQuery(q, s)
 						n++
-						if db.pageStmts[query] == nil {
-							t.Errorf("%+v with %+v: not prepared:\n%s", q, s, query)
+						if !db.shapes[query] {
+							t.Errorf("%+v with %+v: not one of pageShapes:\n%s", q, s, query)
 						}
 						if want := strings.Count(query, "?"); len(args) != want {
 							t.Errorf("%d arguments for %d placeholders:\n%s", len(args), want, query)
@@ -158,7 +160,36 @@ func TestPageShapes(t *testing.T) {
 			}
 		}
 	}
-	if n == 0 || len(db.pageStmts) != len(pageShapes()) {
-		t.Fatalf("%d requests checked, %d statements prepared of %d shapes", n, len(db.pageStmts), len(pageShapes()))
+	if n == 0 || len(db.shapes) != 64 {
+		t.Fatalf("%d requests checked, %d shapes", n, len(db.shapes))
+	}
+
+	// List prepares a shape's statement after its first page, and the
+	// next page of that shape runs it.
+	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("a"), testMessage("b")}); err != nil {
+		t.Fatal(err)
+	}
+	q := msgsvc.Query{From: "+919876543210", Limit: 1}
+	query, _ := pageQuery(q, textSearch{})
+	for i, want := range []string{query, ""} {
+		err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
+			rows, unprepared, err := db.pageRows(ctx, tx, q, textSearch{})
+			if err == nil && (unprepared != want || len(rows) != 2) {
+				t.Errorf("page %d: ran unprepared %q with %d rows, want %q and 2", i+1, unprepared, len(rows), want)
+			}
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.List(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.pageMu.Lock()
+	prepared := len(db.pageStmts)
+	db.pageMu.Unlock()
+	if prepared != 1 {
+		t.Errorf("%d page statements prepared after pages of one shape, want 1", prepared)
 	}
 }

@@ -87,10 +87,15 @@ type DB struct {
 	// Stats's statements, prepared once on the read pool (SQLite): each
 	// reader connection compiles them the first time it runs them.
 	statsTotals, statsTop *sql.Stmt
-	// The read path's other fixed queries (readSQL), and the page queries
-	// by their text (pageShapes), prepared the same way (SQLite); read-only
-	// once Open returns.
-	readStmts, pageStmts map[string]*sql.Stmt
+	// The read path's other fixed queries (readSQL), prepared the same way
+	// (SQLite); read-only once Open returns.
+	readStmts map[string]*sql.Stmt
+	// The page queries prepared so far, by their text (SQLite): each the
+	// first time a page of its shape is read (preparePage), if it is one of
+	// pageShapes. pageStmts is nil once closed.
+	shapes    map[string]bool
+	pageMu    sync.Mutex
+	pageStmts map[string]*sql.Stmt
 
 	// The search indexes' file and goroutine (indexdb.go, indexer.go;
 	// SQLite). idx is the indexer's connection, with the index file
@@ -283,8 +288,10 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if db.readStmts, err = prepareEach(ctx, db.read.DB, readSQL); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
 	}
-	if db.pageStmts, err = prepareEach(ctx, db.read.DB, pageShapes()); err != nil {
-		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
+	db.pageStmts = make(map[string]*sql.Stmt)
+	db.shapes = make(map[string]bool)
+	for _, query := range pageShapes() {
+		db.shapes[query] = true
 	}
 	if err := db.loadCounts(ctx); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
@@ -331,8 +338,12 @@ func (db *DB) Close() error {
 		for _, st := range db.inserts {
 			db.closeErr = errors.Join(db.closeErr, st.Close())
 		}
+		db.pageMu.Lock()
+		pages := db.pageStmts
+		db.pageStmts = nil // preparePage closes what it prepares from now on
+		db.pageMu.Unlock()
 		stmts := slices.Concat(slices.Collect(maps.Values(db.stmts)), slices.Collect(maps.Values(db.readStmts)),
-			slices.Collect(maps.Values(db.pageStmts)))
+			slices.Collect(maps.Values(pages)))
 		for _, st := range append(stmts, db.statsTotals, db.statsTop) {
 			if st != nil {
 				db.closeErr = errors.Join(db.closeErr, st.Close())
@@ -446,6 +457,7 @@ func (db *DB) endTurn() { <-db.searches }
 // without its turn fails with errNeedTurn when its plan is expensive.
 func (db *DB) list(ctx context.Context, q msgsvc.Query, turn bool) (msgsvc.Page, error) {
 	var page msgsvc.Page
+	var unprepared string // the page query, when its shape had no statement yet
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
 		if db.postgres {
 			var err error
@@ -463,14 +475,18 @@ func (db *DB) list(ctx context.Context, q msgsvc.Query, turn bool) (msgsvc.Page,
 			}
 			return err
 		}
-		rows, err := db.pageRows(ctx, tx, q, search)
+		rows, query, err := db.pageRows(ctx, tx, q, search)
 		if err != nil {
 			return err
 		}
+		unprepared = query
 		page = pageOf(q, rows)
 		page.Total, err = db.count(ctx, tx, q, search)
 		return err
 	})
+	if err == nil && unprepared != "" {
+		db.preparePage(ctx, unprepared)
+	}
 	return page, err
 }
 
@@ -641,29 +657,56 @@ func pageShapes() []string {
 }
 
 // pageRows reads the rows of q's page in tx, searching q's text as search
-// says, with the statement Open prepared for the query's shape.
-func (db *DB) pageRows(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textSearch) ([]messageRow, error) {
+// says, with the statement prepared for the query's shape. When its shape
+// has none yet, it runs the query unprepared and returns its text, for
+// preparePage.
+func (db *DB) pageRows(ctx context.Context, tx bun.Tx, q msgsvc.Query, search textSearch) (page []messageRow, unprepared string, err error) {
 	query, args := pageQuery(q, search)
+	db.pageMu.Lock()
+	st := db.pageStmts[query]
+	db.pageMu.Unlock()
 	var rows *sql.Rows
-	var err error
-	if st := db.pageStmts[query]; st != nil {
+	if st != nil {
 		rows, err = tx.Tx.StmtContext(ctx, st).QueryContext(ctx, args...)
-	} else { // not a shape pageShapes knows: correct, only slower
+	} else {
+		unprepared = query
 		rows, err = tx.Tx.QueryContext(ctx, query, args...)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer rows.Close()
-	var page []messageRow
 	for rows.Next() {
 		var r messageRow
 		if err := rows.Scan(&r.MessageID, &r.Sender, &r.Recipient, &r.TS, &r.TSKey, &r.Text); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		page = append(page, r)
 	}
-	return page, rows.Err()
+	return page, unprepared, rows.Err()
+}
+
+// preparePage prepares query, a page query whose shape has no statement
+// yet, for the pages after it. It runs outside any transaction: preparing
+// on the pool may wait for a free connection, and one held by this
+// goroutine would never come. Only pageShapes' 64 texts are kept, so the
+// map is bounded. A failure leaves the shape unprepared: its pages are read
+// all the same, and the next one tries again.
+func (db *DB) preparePage(ctx context.Context, query string) {
+	if !db.shapes[query] {
+		return
+	}
+	st, err := db.read.DB.PrepareContext(ctx, query)
+	if err != nil {
+		return
+	}
+	db.pageMu.Lock()
+	defer db.pageMu.Unlock()
+	if db.pageStmts == nil || db.pageStmts[query] != nil { // closed, or prepared meanwhile
+		_ = st.Close()
+		return
+	}
+	db.pageStmts[query] = st
 }
 
 // count returns the exact number of matches of q's filters, from the

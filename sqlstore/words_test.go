@@ -322,7 +322,10 @@ func TestWordSearchExact(t *testing.T) {
 		}
 	}
 	t.Run("counted", func(t *testing.T) { check(t, true) })
-	t.Run("remembered", func(t *testing.T) { check(t, true) })
+	t.Run("remembered", func(t *testing.T) {
+		slowUnderRace(t, false)
+		check(t, true)
+	})
 	t.Run("unindexed tail", func(t *testing.T) {
 		db.counts.clear()
 		unindexAbove(t, db, int64(len(msgs)-250))
@@ -343,12 +346,14 @@ func TestWordSearchExact(t *testing.T) {
 		check(t, true)
 	})
 	t.Run("word index lagging", func(t *testing.T) {
+		slowUnderRace(t, false)
 		waitIndexed(t, db)
 		db.counts.clear()
 		dropWordIndex(t, db)
 		check(t, false)
 	})
 	t.Run("word index rebuilt", func(t *testing.T) {
+		slowUnderRace(t, false)
 		db.counts.clear()
 		db.indexText(true)
 		waitIndexed(t, db)
