@@ -31,6 +31,8 @@ type Handler struct {
 	routes       map[string]*route
 	bodies       sync.Pool     // *bytes.Buffer for webhook bodies and list answers
 	storeDown    atomic.Uint32 // which kinds of store call are failing (outageRead, outageWrite); see noteStore
+	storeMu      sync.Mutex    // held to change storeDown
+	storeNoted   time.Time     // when storeDown last changed; guarded by storeMu
 }
 
 // route is one exact path and the methods it answers.
@@ -122,7 +124,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rt != nil {
 		logged = rt.path // a 405 on one of our paths: safe to name
 	}
-	h.noteStore(r, path, sw.status, &rl) // an outage's one event comes before its first request line
+	h.noteStore(r, start, path, sw.status, &rl) // an outage's one event comes before its first request line
 	h.logRequest(r, id, sw.status, latency, logged, &rl)
 }
 
@@ -140,8 +142,12 @@ const (
 // A write outage ends with a created webhook, a read outage with a page or
 // the stats, and both with a ready store (its Ping probes the writer after a
 // failed write); a duplicate proves nothing. "store recovered" is logged when
-// no kind is failing any more.
-func (h *Handler) noteStore(r *http.Request, path string, status int, rl *requestLog) {
+// no kind is failing any more. Only a request that started after the last
+// change counts: one that began before it may have reached the store before
+// the change, and concurrent requests end in any order (a webhook committed
+// just before an outage would otherwise log "recovered" right after
+// "unavailable", and the next failure "unavailable" again).
+func (h *Handler) noteStore(r *http.Request, start time.Time, path string, status int, rl *requestLog) {
 	var failed, ended uint32
 	switch {
 	case status >= 500 && rl.err != nil:
@@ -162,21 +168,23 @@ func (h *Handler) noteStore(r *http.Request, path string, status int, rl *reques
 	default:
 		return
 	}
-	for {
-		was := h.storeDown.Load()
-		now := (was | failed) &^ ended
-		if now == was {
-			return
-		}
-		if h.storeDown.CompareAndSwap(was, now) {
-			switch {
-			case was == 0:
-				h.log.LogAttrs(r.Context(), slog.LevelError, "store unavailable", slog.String("error", rl.err.Error()))
-			case now == 0:
-				h.log.LogAttrs(r.Context(), slog.LevelInfo, "store recovered")
-			}
-			return
-		}
+	if was := h.storeDown.Load(); (was|failed)&^ended == was {
+		return // no change: most requests stop here, without the lock
+	}
+	h.storeMu.Lock()
+	defer h.storeMu.Unlock()
+	was := h.storeDown.Load()
+	now := (was | failed) &^ ended
+	if now == was || start.Before(h.storeNoted) {
+		return
+	}
+	h.storeDown.Store(now)
+	h.storeNoted = time.Now()
+	switch {
+	case was == 0:
+		h.log.LogAttrs(r.Context(), slog.LevelError, "store unavailable", slog.String("error", rl.err.Error()))
+	case now == 0:
+		h.log.LogAttrs(r.Context(), slog.LevelInfo, "store recovered")
 	}
 }
 

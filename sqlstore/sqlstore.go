@@ -630,7 +630,7 @@ func pageQuery(q msgsvc.Query, search textSearch) (string, []any) {
 // pageShapes returns the text of every page query pageQuery builds: each
 // combination of from, since, position and way of searching q.
 func pageShapes() []string {
-	since := time.Unix(0, 0)
+	epoch := time.Unix(0, 0)
 	searches := []textSearch{
 		{mode: searchScan}, // searchIndexWalk is the same query
 		{mode: searchIndexSorted, ids: "[]"}, {mode: searchIndexMember, ids: "[]"},
@@ -639,7 +639,7 @@ func pageShapes() []string {
 	}
 	var shapes []string
 	for _, from := range []string{"", "+1"} {
-		for _, since := range []*time.Time{nil, &since} {
+		for _, since := range []*time.Time{nil, &epoch} {
 			for _, after := range []*msgsvc.Position{nil, {}} { // before since: both bounds stay
 				q := msgsvc.Query{From: from, Since: since, After: after}
 				query, _ := pageQuery(q, textSearch{})
