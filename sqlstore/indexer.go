@@ -49,13 +49,9 @@ const (
 var indexerSQL = []string{indexStateSQL, indexAddSQL, indexMarkSQL}
 
 // prepareIndexer prepares the indexer's statements on its connection.
-func (db *DB) prepareIndexer(ctx context.Context) error {
-	for _, query := range indexerSQL {
-		st, err := db.idx.PrepareContext(ctx, query)
-		if err != nil {
-			return fmt.Errorf("sqlstore: preparing the indexer's statements: %w", err)
-		}
-		db.idxStmts[query] = st
+func (db *DB) prepareIndexer(ctx context.Context) (err error) {
+	if db.idxStmts, err = prepareEach(ctx, db.idx, indexerSQL); err != nil {
+		return fmt.Errorf("sqlstore: preparing the indexer's statements: %w", err)
 	}
 	return nil
 }

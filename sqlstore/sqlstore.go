@@ -202,11 +202,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		write:          bun.NewDB(wsql, sqlitedialect.New()),
 		queue:          make(chan *insertRequest, 4096),
 		inserts:        map[int]*sql.Stmt{},
-		stmts:          map[string]*sql.Stmt{},
 		searches:       make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
 		checkpoints:    make(chan struct{}, 1),
 		checkpointDone: make(chan struct{}),
-		idxStmts:       map[string]*sql.Stmt{},
 		indexWake:      make(chan struct{}, 1),
 		indexStop:      make(chan struct{}),
 		indexDone:      make(chan struct{}),
@@ -302,8 +300,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	return db, nil
 }
 
-// prepareEach prepares every query on pool, by its text. A statement of the
-// pool is compiled on each connection the first time it runs there.
+// prepareEach prepares every query on pool, by its text, and closes what it
+// prepared when one fails. A statement of a pool of several connections is
+// compiled on each the first time it runs there.
 func prepareEach(ctx context.Context, pool *sql.DB, queries []string) (map[string]*sql.Stmt, error) {
 	stmts := make(map[string]*sql.Stmt, len(queries))
 	for _, query := range queries {

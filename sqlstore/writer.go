@@ -401,13 +401,9 @@ var writerSQL = []string{addSendersSQL, addHoursSQL, addTotalsSQL, getTopSQL, cl
 
 // prepareWriter prepares the writer's constant statements on its
 // connection, before the writer starts.
-func (db *DB) prepareWriter(ctx context.Context) error {
-	for _, query := range writerSQL {
-		st, err := db.write.DB.PrepareContext(ctx, query)
-		if err != nil {
-			return fmt.Errorf("sqlstore: preparing the writer's statements: %w", err)
-		}
-		db.stmts[query] = st
+func (db *DB) prepareWriter(ctx context.Context) (err error) {
+	if db.stmts, err = prepareEach(ctx, db.write.DB, writerSQL); err != nil {
+		return fmt.Errorf("sqlstore: preparing the writer's statements: %w", err)
 	}
 	return nil
 }
