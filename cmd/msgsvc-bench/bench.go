@@ -173,15 +173,32 @@ func runQueries(ctx context.Context, o options, d *proc, report func(row)) {
 	// processes on the machine's cores costs any request.
 	floor, _, cpu := measure(ctx, d, "/health/live (no work: the floor)", o.queryConns, o.duration, q.nextLive)
 	report(row{name: floor.name, res: floor, rss: d.peakRSS(), cpu: cpu})
+	// The same two at a fixed rate that leaves the cores room: the latency
+	// of the work itself, without the queueing of a saturated machine.
+	if o.pacedRate > 0 {
+		for _, w := range []struct {
+			name string
+			next func(int, int) (string, request)
+		}{{"/stats", q.nextStats}, {"/health/live", q.nextLive}} {
+			name := fmt.Sprintf("%s at %d req/s", w.name, o.pacedRate)
+			res, _, cpu := measureAt(ctx, d, name, o.queryConns, o.pacedRate, o.duration, w.next)
+			report(row{name: name, res: res, rss: d.peakRSS(), cpu: cpu})
+		}
+	}
 }
 
-// measure runs one workload against the process d, as runLoad does, and
-// returns too the CPU time (user and system) d used per request. The
-// sharing of the machine disturbs it far less than throughput, so it is
+// measure runs one closed-loop workload against the process d, as runLoad
+// does, and returns too the CPU time (user and system) d used per request.
+// The sharing of the machine disturbs it far less than throughput, so it is
 // what compares two binaries.
 func measure(ctx context.Context, d *proc, name string, conns int, dur time.Duration, next func(worker, i int) (string, request)) (result, map[string]*result, time.Duration) {
+	return measureAt(ctx, d, name, conns, 0, dur, next)
+}
+
+// measureAt is measure at rate requests a second (0: a closed loop).
+func measureAt(ctx context.Context, d *proc, name string, conns, rate int, dur time.Duration, next func(worker, i int) (string, request)) (result, map[string]*result, time.Duration) {
 	cpu0 := d.cpuTime()
-	res, kinds := runLoad(ctx, name, conns, dur, next)
+	res, kinds := runLoad(ctx, name, conns, rate, dur, next)
 	cpu := d.cpuTime() - cpu0
 	return res, kinds, cpu / time.Duration(max(res.requests, 1))
 }

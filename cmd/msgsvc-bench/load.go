@@ -59,7 +59,13 @@ func newClient(conns int) *http.Client {
 // runLoad runs conns workers for d, each calling next(worker, i) for its
 // next request, and times every request. It returns the whole and, when next
 // names kinds, one result per kind.
-func runLoad(ctx context.Context, name string, conns int, d time.Duration, next func(worker, i int) (kind string, r request)) (result, map[string]*result) {
+//
+// With rate 0 each worker sends its next request as soon as the last one is
+// answered (a closed loop: the most the daemon does). With rate > 0 the
+// workers together start rate requests a second on a schedule fixed in
+// advance (see pace): a slow answer counts against every request it held
+// up, as it would against senders that do not wait for each other.
+func runLoad(ctx context.Context, name string, conns, rate int, d time.Duration, next func(worker, i int) (kind string, r request)) (result, map[string]*result) {
 	client := newClient(conns)
 	defer client.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, d)
@@ -74,9 +80,14 @@ func runLoad(ctx context.Context, name string, conns int, d time.Duration, next 
 		go func() {
 			defer wg.Done()
 			mine := map[string]*result{}
+			var wait *time.Timer
 			for i := 0; ctx.Err() == nil; i++ {
 				kind, req := next(w, i)
 				t0 := time.Now()
+				if rate > 0 {
+					slot := start.Add(time.Duration(i*conns+w) * time.Second / time.Duration(rate))
+					t0 = pace(ctx, &wait, slot)
+				}
 				err := req(ctx, client)
 				if ctx.Err() != nil {
 					break // cut off by the end of the run: not a sample
@@ -115,6 +126,28 @@ func runLoad(ctx context.Context, name string, conns int, d time.Duration, next 
 		slices.Sort(r.lat)
 	}
 	return res, byKind
+}
+
+// pace waits for slot, a request's scheduled start, and returns the instant
+// its latency counts from. A request that is early waits, and counts from
+// when it goes: the timer wakes up late by itself (a few hundred µs here),
+// which is the generator's delay, not the daemon's. A request that is late
+// was held up by the answer before it, so it counts from its slot.
+func pace(ctx context.Context, wait **time.Timer, slot time.Time) time.Time {
+	ahead := time.Until(slot)
+	if ahead <= 0 {
+		return slot
+	}
+	if *wait == nil {
+		*wait = time.NewTimer(ahead)
+	} else {
+		(*wait).Reset(ahead)
+	}
+	select {
+	case <-(*wait).C:
+	case <-ctx.Done():
+	}
+	return time.Now()
 }
 
 func (r *result) merge(o *result) {
