@@ -96,3 +96,40 @@ func BenchmarkList(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStats measures Stats over 1,000 messages from 100 senders, one
+// call at a time: "idle" with no commit between calls, "ingesting" with a
+// commit before each call, as under a steady stream of webhooks.
+func BenchmarkStats(b *testing.B) {
+	db := openURL(b, fileURL(b, filepath.Join(b.TempDir(), "bench.db")))
+	ctx := context.Background()
+	msgs := make([]msgsvc.Message, 1000)
+	for i := range msgs {
+		msgs[i] = testMessage(fmt.Sprintf("seed-%d", i))
+		msgs[i].From = fmt.Sprintf("+9198%08d", i%100)
+	}
+	if _, err := db.Insert(ctx, msgs); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("idle", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := db.Stats(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("ingesting", func(b *testing.B) {
+		var n int
+		for b.Loop() {
+			b.StopTimer()
+			n++
+			if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("new-%d", n))}); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			if _, err := db.Stats(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

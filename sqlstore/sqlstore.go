@@ -84,6 +84,13 @@ type DB struct {
 	topKnown bool
 	stmts    map[string]*sql.Stmt // the writer's other statements (writerSQL), prepared at open (SQLite)
 
+	// The write generation: the writer adds one after each transaction
+	// (SQLite). stats is the last answer of Stats and its generation
+	// (statscache.go). shut is set when Close begins.
+	writes atomic.Uint64
+	stats  statsCache
+	shut   atomic.Bool
+
 	// Stats's statements, prepared once on the read pool (SQLite): each
 	// reader connection compiles them the first time it runs them.
 	statsTotals, statsTop *sql.Stmt
@@ -322,6 +329,7 @@ func prepareEach(ctx context.Context, pool *sql.DB, queries []string) (map[strin
 // the database. Inserts after Close fail with msgsvc.ErrClosed.
 func (db *DB) Close() error {
 	db.once.Do(func() {
+		db.shut.Store(true)
 		db.mu.Lock()
 		db.closed = true
 		close(db.queue)
@@ -798,10 +806,19 @@ const (
 )
 
 // Stats returns the exact statistics from the counters that every insert
-// transaction keeps.
+// transaction keeps. On SQLite it answers from its cache while no
+// transaction has been written since (statscache.go). After Close it fails
+// with msgsvc.ErrClosed.
 func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
+	if db.shut.Load() {
+		return msgsvc.Stats{}, msgsvc.ErrClosed
+	}
 	if db.postgres {
 		return statsPostgres(ctx, db.read.DB)
+	}
+	gen := db.writes.Load() // before the read transaction begins
+	if st, ok := db.stats.get(gen); ok {
+		return st, nil
 	}
 	var st msgsvc.Stats
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
@@ -827,5 +844,6 @@ func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	if err != nil {
 		return msgsvc.Stats{}, unavailable(err)
 	}
+	db.stats.put(gen, st)
 	return st, nil
 }

@@ -145,6 +145,8 @@ func (db *DB) writeBatch(batch []*insertRequest) (maxID int64, err error) {
 	if db.postgres {
 		return 0, db.writeBatchPostgres(batch)
 	}
+	// Whatever the outcome, the next Stats reads the counters afresh.
+	defer db.writes.Add(1)
 	ctx := context.Background() // one caller's cancellation must not fail the others
 	// Flatten the batch, so one INSERT can carry rows of several requests.
 	var msgs []*msgsvc.Message
