@@ -38,6 +38,13 @@ import (
 // use.
 var ErrBadURL = errors.New("sqlstore: unsupported database URL")
 
+// ErrInUse is wrapped by the error Open returns for a SQLite file that
+// another open store, in this process or another, is using. One store at a
+// time writes a SQLite file: the writer keeps what it last committed in
+// memory (the top ten senders, Stats's cache, the durable watermark), which
+// another writer's commits would make false.
+var ErrInUse = errors.New("sqlstore: the database is in use by another store")
+
 // Target is what a database URL names.
 type Target struct {
 	// Driver is "sqlite" or "postgres".
@@ -90,6 +97,8 @@ type DB struct {
 	writes atomic.Uint64
 	stats  statsCache
 	shut   atomic.Bool
+
+	unlock func() error // drops the lock of the SQLite file (ErrInUse); nil on Postgres
 
 	// Stats's statements, prepared once on the read pool (SQLite): each
 	// reader connection compiles them the first time it runs them.
@@ -164,11 +173,16 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
 	memory := path == ":memory:"
+	unlock := func() error { return nil }
 	if !memory {
 		if dir := filepath.Dir(path); dir != "." {
 			if err := os.MkdirAll(dir, 0o750); err != nil {
 				return nil, fmt.Errorf("sqlstore: creating the database folder: %w", err)
 			}
+		}
+		var err error
+		if unlock, err = lockStore(path); err != nil {
+			return nil, err
 		}
 	}
 	// SQLite reads a "file:" DSN as a URI and decodes %XX escapes in it, so
@@ -199,6 +213,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		wsql, err = sql.Open("sqlite", writeDSN)
 	}
 	if err != nil {
+		_ = unlock()
 		return nil, fmt.Errorf("sqlstore: opening %s: %w", path, err)
 	}
 	wsql.SetMaxOpenConns(1)
@@ -219,6 +234,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		failed:         make(chan struct{}),
 		maxBatch:       2048,
 		walRestart:     walRestartFrames,
+		unlock:         unlock,
 	}
 	fail := func(err error) (*DB, error) {
 		_ = db.write.Close()
@@ -228,6 +244,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		if db.idx != nil && db.idx != db.write.DB {
 			_ = db.idx.Close()
 		}
+		_ = db.unlock()
 		return nil, err
 	}
 	if err := db.write.PingContext(ctx); err != nil {
@@ -369,6 +386,9 @@ func (db *DB) Close() error {
 		db.closeErr = errors.Join(db.closeErr, db.write.Close())
 		if db.read != db.write {
 			db.closeErr = errors.Join(db.closeErr, db.read.Close())
+		}
+		if db.unlock != nil { // nil on Postgres
+			db.closeErr = errors.Join(db.closeErr, db.unlock())
 		}
 	})
 	return db.closeErr

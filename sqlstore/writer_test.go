@@ -492,6 +492,7 @@ func TestPingFollowsWriteFailures(t *testing.T) {
 func checkAckedAfterReopen(t *testing.T, url string, acked map[string]bool) {
 	t.Helper()
 	reopened := openURL(t, url)
+	defer reopened.Close() // one store at a time: the caller may open it again
 	ids := storedIDs(t, reopened)
 	for id := range acked {
 		if !ids[id] {

@@ -127,6 +127,9 @@ func TestCopy(t *testing.T) {
 			if err := dst.Close(); err != nil {
 				t.Fatal(err)
 			}
+			if err := src.Close(); err != nil { // a SQLite source is read by one store at a time
+				t.Fatal(err)
+			}
 
 			// Again: nothing new.
 			out.Reset()

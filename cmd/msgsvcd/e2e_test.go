@@ -732,3 +732,30 @@ func TestDaemonQueryDecisions(t *testing.T) {
 		}
 	}
 }
+
+// TestDaemonSQLiteFileInUse starts a second daemon on the SQLite file of a
+// running one, as a careless restart or a second replica would: it must
+// refuse to start, saying why, and leave the first serving.
+func TestDaemonSQLiteFileInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := map[string]string{"WEBHOOK_SECRET": "s", "DATABASE_URL": sqliteURL(filepath.Join(dir, "shared.db"))}
+	first := startDaemon(t, env)
+	defer first.stop(t, syscall.SIGTERM, 15*time.Second)
+
+	second := launch(t, t.TempDir(), cloneEnv(map[string]string{"WEBHOOK_SECRET": "s", "DATABASE_URL": env["DATABASE_URL"], "ADDR": "127.0.0.1:0"}))
+	if code := second.waitExit(t, 15*time.Second); code != 1 {
+		t.Errorf("second daemon: exit status %d, want 1", code)
+	}
+	if out := second.stdout.text() + second.stderr.String(); !strings.Contains(out, "in use by another store") {
+		t.Errorf("second daemon does not say the file is in use:\n%s", out)
+	}
+
+	body := []byte(`{"message_id":"m1","from":"+919876543210","to":"+14155550100","ts":"2025-01-15T10:00:00Z","text":"hi"}`)
+	if r := first.postSigned(t, "s", body, ""); r.status != http.StatusOK {
+		t.Fatalf("first daemon after the refused start: webhook %d %s", r.status, r.body)
+	}
+	if r := first.get(t, "/stats", ""); r.status != http.StatusOK || !strings.Contains(string(r.body), `"total_messages":1`) {
+		t.Fatalf("first daemon's stats: %d %s", r.status, r.body)
+	}
+}
