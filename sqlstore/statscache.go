@@ -23,9 +23,10 @@ import (
 // more (the generation moves just after the commit): that answer is newer
 // than g, never older.
 //
-// This relies on the writer being the only one writing the file, which the
-// in-memory top ten (DB.top) already does. Postgres is shared by replicas,
-// each with a writer of its own: it has no cache.
+// This relies on the writer being the only one writing the file, as the
+// in-memory top ten (DB.top) does; Open's lock keeps other stores out
+// (ErrInUse). Postgres is shared by replicas, each with a writer of its
+// own: it has no cache.
 type statsCache struct {
 	mu  sync.Mutex
 	ok  bool
