@@ -743,7 +743,7 @@ func TestDaemonSQLiteFileInUse(t *testing.T) {
 	first := startDaemon(t, env)
 	defer first.stop(t, syscall.SIGTERM, 15*time.Second)
 
-	second := launch(t, t.TempDir(), cloneEnv(map[string]string{"WEBHOOK_SECRET": "s", "DATABASE_URL": env["DATABASE_URL"], "ADDR": "127.0.0.1:0"}))
+	second := launch(t, t.TempDir(), map[string]string{"WEBHOOK_SECRET": "s", "DATABASE_URL": env["DATABASE_URL"], "ADDR": "127.0.0.1:0"})
 	if code := second.waitExit(t, 15*time.Second); code != 1 {
 		t.Errorf("second daemon: exit status %d, want 1", code)
 	}
