@@ -100,10 +100,7 @@ func TestStatsNeverStale(t *testing.T) {
 // on too: Stats then reads the tables again, and still agrees with them.
 func TestStatsAfterFailedBatch(t *testing.T) {
 	ctx := context.Background()
-	db, _ := openFile(t)
-	if _, err := db.write.ExecContext(ctx, boomTrigger); err != nil {
-		t.Fatal(err)
-	}
+	db := openBoom(t)
 	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("a")}); err != nil {
 		t.Fatal(err)
 	}

@@ -136,10 +136,19 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// boomTrigger makes any insert of message_id 'boom' fail, as a full disk or
-// an I/O error would, inside the writer's transaction.
-const boomTrigger = `CREATE TEMP TRIGGER boom BEFORE INSERT ON messages
-	WHEN NEW.message_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`
+// openBoom opens a fresh database file whose writer fails any insert of
+// message_id 'boom', as a full disk or an I/O error would, inside its
+// transaction.
+func openBoom(t *testing.T) *DB {
+	t.Helper()
+	db, _ := openFile(t)
+	const boomTrigger = `CREATE TEMP TRIGGER boom BEFORE INSERT ON messages
+		WHEN NEW.message_id = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END`
+	if _, err := db.write.ExecContext(context.Background(), boomTrigger); err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
 
 type insertResult struct {
 	id      string
@@ -152,10 +161,7 @@ type insertResult struct {
 // its rows is stored, while the batch before it commits.
 func TestFailedBatchAcknowledgesNobody(t *testing.T) {
 	ctx := context.Background()
-	db, _ := openFile(t)
-	if _, err := db.write.ExecContext(ctx, boomTrigger); err != nil {
-		t.Fatal(err)
-	}
+	db := openBoom(t)
 	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("before")}); err != nil {
 		t.Fatal(err)
 	}
@@ -227,10 +233,7 @@ func TestFailedBatchAcknowledgesNobody(t *testing.T) {
 // caller answered with an error is not.
 func TestFailedBatchUnderLoad(t *testing.T) {
 	ctx := context.Background()
-	db, _ := openFile(t)
-	if _, err := db.write.ExecContext(ctx, boomTrigger); err != nil {
-		t.Fatal(err)
-	}
+	db := openBoom(t)
 	const callers, each = 32, 20
 	results := make(chan insertResult, callers*each)
 	var wg sync.WaitGroup
