@@ -93,18 +93,15 @@ type DB struct {
 
 	// The write generation: the writer adds one after each transaction
 	// (SQLite). stats is the last answer of Stats and its generation
-	// (statscache.go). shut is set when Close begins.
+	// (statscache.go).
 	writes atomic.Uint64
 	stats  statsCache
-	shut   atomic.Bool
 
 	unlock func() error // drops the lock of the SQLite file (ErrInUse); nil on Postgres
 
-	// Stats's statements, prepared once on the read pool (SQLite): each
-	// reader connection compiles them the first time it runs them.
-	statsTotals, statsTop *sql.Stmt
-	// The read path's other fixed queries (readSQL), prepared the same way
-	// (SQLite); read-only once Open returns.
+	// The read path's fixed queries (readSQL), Stats's among them, prepared
+	// once on the read pool (SQLite): each reader connection compiles them
+	// the first time it runs them. Read-only once Open returns.
 	readStmts map[string]*sql.Stmt
 	// The page queries prepared so far, by their text (SQLite): each the
 	// first time a page of its shape is read (preparePage), if it is one of
@@ -130,8 +127,8 @@ type DB struct {
 	walRestart     int        // WAL frames past which the checkpointer makes the WAL start over (walRestartFrames; tests lower it)
 
 	queue    chan *insertRequest
-	mu       sync.RWMutex // held for writing only to close the queue
-	closed   bool
+	mu       sync.RWMutex  // held for writing only to close the queue
+	closed   atomic.Bool   // set under mu, for write1; Stats reads it without
 	done     chan struct{} // closed when the writer has drained the queue
 	closeErr error
 	once     sync.Once
@@ -301,12 +298,6 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 			return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 		}
 	}
-	if db.statsTotals, err = db.read.DB.PrepareContext(ctx, statsTotalsQuery); err != nil {
-		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
-	}
-	if db.statsTop, err = db.read.DB.PrepareContext(ctx, statsTopSendersQuery); err != nil {
-		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
-	}
 	if db.readStmts, err = prepareEach(ctx, db.read.DB, readSQL); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: preparing: %w", path, err))
 	}
@@ -346,9 +337,8 @@ func prepareEach(ctx context.Context, pool *sql.DB, queries []string) (map[strin
 // the database. Inserts after Close fail with msgsvc.ErrClosed.
 func (db *DB) Close() error {
 	db.once.Do(func() {
-		db.shut.Store(true)
 		db.mu.Lock()
-		db.closed = true
+		db.closed.Store(true)
 		close(db.queue)
 		db.mu.Unlock()
 		<-db.done
@@ -368,10 +358,8 @@ func (db *DB) Close() error {
 		db.pageMu.Unlock()
 		stmts := slices.Concat(slices.Collect(maps.Values(db.stmts)), slices.Collect(maps.Values(db.readStmts)),
 			slices.Collect(maps.Values(pages)))
-		for _, st := range append(stmts, db.statsTotals, db.statsTop) {
-			if st != nil {
-				db.closeErr = errors.Join(db.closeErr, st.Close())
-			}
+		for _, st := range stmts {
+			db.closeErr = errors.Join(db.closeErr, st.Close())
 		}
 		for _, st := range db.idxStmts {
 			db.closeErr = errors.Join(db.closeErr, st.Close())
@@ -800,10 +788,12 @@ const (
 	keyRangeCountQuery = `SELECT count(*) FROM messages WHERE ts_key >= ? AND ts_key < ?`
 )
 
-// readSQL lists the statements Open prepares for queryRow (SQLite).
+// readSQL lists the statements Open prepares for queryRow and Stats
+// (SQLite).
 var readSQL = []string{
 	totalQuery, senderCountQuery, hoursAfterQuery, keyRangeCountQuery,
 	searchIndexStateQuery, searchRowsStateQuery, wordsHoldingSQL,
+	statsTotalsQuery, statsTopSendersQuery,
 }
 
 // queryRow runs query with args in tx. A query of readSQL in a transaction
@@ -830,7 +820,7 @@ const (
 // transaction has been written since (statscache.go). After Close it fails
 // with msgsvc.ErrClosed.
 func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
-	if db.shut.Load() {
+	if db.closed.Load() {
 		return msgsvc.Stats{}, msgsvc.ErrClosed
 	}
 	if db.postgres {
@@ -842,12 +832,12 @@ func (db *DB) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	}
 	var st msgsvc.Stats
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
-		err := tx.StmtContext(ctx, db.statsTotals).QueryRowContext(ctx).
+		err := db.queryRow(ctx, tx, statsTotalsQuery).
 			Scan(&st.TotalMessages, &st.SendersCount, &st.FirstTS, &st.LastTS)
 		if err != nil {
 			return err
 		}
-		rows, err := tx.StmtContext(ctx, db.statsTop).QueryContext(ctx)
+		rows, err := tx.Tx.StmtContext(ctx, db.readStmts[statsTopSendersQuery]).QueryContext(ctx)
 		if err != nil {
 			return err
 		}

@@ -335,7 +335,7 @@ func (w *wordIndex) learn(ids map[string]int64) {
 func (db *DB) mayBuildWords() bool {
 	db.mu.RLock()
 	defer db.mu.RUnlock()
-	return !db.closed && len(db.queue) == 0
+	return !db.closed.Load() && len(db.queue) == 0
 }
 
 // wordPlan is what a search plan knows of the word index for q.

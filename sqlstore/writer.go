@@ -50,7 +50,7 @@ func (db *DB) Insert(ctx context.Context, msgs []msgsvc.Message) ([]bool, error)
 func (db *DB) write1(ctx context.Context, req *insertRequest) error {
 	req.done = make(chan struct{})
 	db.mu.RLock()
-	if db.closed {
+	if db.closed.Load() {
 		db.mu.RUnlock()
 		return msgsvc.ErrClosed
 	}

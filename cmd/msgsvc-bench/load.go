@@ -80,13 +80,12 @@ func runLoad(ctx context.Context, name string, conns, rate int, d time.Duration,
 		go func() {
 			defer wg.Done()
 			mine := map[string]*result{}
-			var wait *time.Timer
 			for i := 0; ctx.Err() == nil; i++ {
 				kind, req := next(w, i)
 				t0 := time.Now()
 				if rate > 0 {
 					slot := start.Add(time.Duration(i*conns+w) * time.Second / time.Duration(rate))
-					t0 = pace(ctx, &wait, slot)
+					t0 = pace(ctx, slot)
 				}
 				err := req(ctx, client)
 				if ctx.Err() != nil {
@@ -133,18 +132,13 @@ func runLoad(ctx context.Context, name string, conns, rate int, d time.Duration,
 // when it goes: the timer wakes up late by itself (a few hundred µs here),
 // which is the generator's delay, not the daemon's. A request that is late
 // was held up by the answer before it, so it counts from its slot.
-func pace(ctx context.Context, wait **time.Timer, slot time.Time) time.Time {
+func pace(ctx context.Context, slot time.Time) time.Time {
 	ahead := time.Until(slot)
 	if ahead <= 0 {
 		return slot
 	}
-	if *wait == nil {
-		*wait = time.NewTimer(ahead)
-	} else {
-		(*wait).Reset(ahead)
-	}
 	select {
-	case <-(*wait).C:
+	case <-time.After(ahead):
 	case <-ctx.Done():
 	}
 	return time.Now()
