@@ -1,6 +1,8 @@
 package msgsvc
 
 import (
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -43,7 +45,9 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-func newMetrics(reg *prometheus.Registry) (*metrics, error) {
+// newMetrics registers the handler's collectors on reg, and store's when
+// the store is a prometheus.Collector.
+func newMetrics(reg *prometheus.Registry, store Store) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "http_requests_total",
@@ -70,6 +74,14 @@ func newMetrics(reg *prometheus.Registry) (*metrics, error) {
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
+		}
+	}
+	if c, ok := store.(prometheus.Collector); ok {
+		// The caller may have registered the store on this registry
+		// already: once is enough.
+		var already prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !(errors.As(err, &already) && already.ExistingCollector == c) {
+			return nil, fmt.Errorf("the store's collectors: %w", err)
 		}
 	}
 	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})

@@ -69,8 +69,10 @@ type Config struct {
 	// at INFO, as NewLogger(os.Stdout, slog.LevelInfo) makes them.
 	Logger *slog.Logger
 
-	// Registry receives the handler's collectors. Nil means a new registry of
-	// the handler's own; it is never the global default registry.
+	// Registry receives the handler's collectors, and the Store's when it
+	// is a prometheus.Collector (sqlstore's is: its writer, WAL and index
+	// metrics). Nil means a new registry of the handler's own; it is never
+	// the global default registry.
 	Registry *prometheus.Registry
 
 	// ReadyTimeout bounds the store check of GET /health/ready. Zero means 2s.
@@ -151,7 +153,7 @@ func New(cfg Config) (*Handler, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(reg)
+	m, err := newMetrics(reg, cfg.Store)
 	if err != nil {
 		return nil, fmt.Errorf("msgsvc: registering metrics: %w", err)
 	}

@@ -72,6 +72,7 @@ func (db *DB) runCheckpointer() {
 // checkpoint runs one checkpoint and returns the WAL's length in frames.
 func (db *DB) checkpoint(mode string) (log int, err error) {
 	var busy, done int
+	defer func(start time.Time) { db.metrics.checkpoint.Observe(since(start)) }(time.Now())
 	err = db.checkpointDB.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &log, &done)
 	return log, err
 }

@@ -130,6 +130,7 @@ func (db *DB) indexText(force bool) {
 		if err != nil {
 			return
 		}
+		db.indexedTo.Store(st.textTo)
 		if textTo, wordsTo := st.next(force, build); textTo == st.textTo && wordsTo == st.wordsTo {
 			return
 		}
@@ -179,6 +180,7 @@ func (db *DB) indexRange(ctx context.Context, force, build bool) error {
 	if err := tx.Commit(); err != nil {
 		return err
 	}
+	db.indexedTo.Store(textTo)
 	db.words.learn(learned)
 	db.words.ready.Store(wordsTo >= textTo)
 	return nil

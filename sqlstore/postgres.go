@@ -98,6 +98,7 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 		failed:         make(chan struct{}),
 		maxBatch:       2048,
 	}
+	db.metrics = newStoreMetrics(db, false, false)
 	if err := migratePostgres(ctx, wsql); err != nil {
 		_ = wsql.Close()
 		_ = rsql.Close()

@@ -143,6 +143,9 @@ type DB struct {
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
 
+	metrics   *storeMetrics // GET /metrics (metrics.go)
+	indexedTo atomic.Int64  // the largest id the trigram index holds, as the indexer last saw it (SQLite)
+
 	// Pipelined durability (walsync.go).
 	walPath  string                // the SQLite WAL file; "" where commits are durable by themselves
 	wal      *os.File              // syncer goroutine only
@@ -233,6 +236,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		walRestart:     walRestartFrames,
 		unlock:         unlock,
 	}
+	db.metrics = newStoreMetrics(db, true, !memory)
 	fail := func(err error) (*DB, error) {
 		_ = db.write.Close()
 		if db.read != nil && db.read != db.write {
@@ -274,6 +278,11 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
 	db.durable.Store(maxID)
+	var st indexState
+	if err := db.indexPrepared(ctx, nil, indexStateSQL).QueryRowContext(ctx, maxID).Scan(&st.textTo, &st.wordsTo, &st.maxID); err != nil {
+		return fail(fmt.Errorf("sqlstore: %s: reading the index state: %w", path, err))
+	}
+	db.indexedTo.Store(st.textTo)
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {

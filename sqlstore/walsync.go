@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -109,7 +110,9 @@ func (db *DB) syncWAL() error {
 	if err := db.walBroken(); err != nil {
 		return err
 	}
+	start := time.Now()
 	err := db.fsyncWAL()
+	db.metrics.walSync.Observe(since(start))
 	if db.syncHook != nil {
 		err = db.syncHook(err)
 	}

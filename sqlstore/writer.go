@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/msgsvc/msgsvc"
 )
@@ -39,7 +40,10 @@ func (db *DB) Insert(ctx context.Context, msgs []msgsvc.Message) ([]bool, error)
 		}
 	}
 	req := &insertRequest{msgs: msgs}
-	if err := db.write1(ctx, req); err != nil {
+	start := time.Now()
+	err := db.write1(ctx, req)
+	db.metrics.insert.Observe(since(start))
+	if err != nil {
 		return nil, err
 	}
 	return req.created, nil
@@ -109,10 +113,24 @@ func (db *DB) runWriter() {
 		// flight, each a batch.
 		c := committed{batch: slices.Clone(batch)}
 		db.gate.Lock()
+		start := time.Now()
 		c.maxID, c.err = db.commit(batch)
+		db.metrics.commit.Observe(since(start))
 		db.gate.Unlock()
+		if n > 0 { // not a probe alone
+			db.metrics.batch.Observe(float64(n))
+		}
+		if c.err != nil {
+			db.metrics.failed.Inc()
+		}
 		clear(batch)
-		acks <- c
+		if db.metrics.handoff != nil {
+			start = time.Now()
+			acks <- c
+			db.metrics.handoff.Observe(since(start))
+		} else {
+			acks <- c
+		}
 	}
 }
 

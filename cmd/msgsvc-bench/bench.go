@@ -81,7 +81,12 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	ing = newIngest(o, "empty", d.addr)
-	res, _, cpu := measure(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
+	var cycles []string // what the writer did in each ingest workload
+	res, cpu, cycle, err := measureIngest(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
+	if err != nil {
+		return err
+	}
+	cycles = append(cycles, cycle)
 	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput(), cpu: cpu})
 	if err := ing.check(d.addr, 0, res); err != nil {
 		return err
@@ -117,7 +122,11 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, _, cpu = measure(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
+	res, cpu, cycle, err = measureIngest(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
+	if err != nil {
+		return err
+	}
+	cycles = append(cycles, cycle)
 	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput(), cpu: cpu})
 	if err := ing.check(d.addr, before, res); err != nil {
 		return err
@@ -144,7 +153,28 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 			ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), cpu, r.res.errors)
 	}
 	fmt.Fprintf(out, "\nseeding rate: %.0f messages/s; daemon peak RSS (VmHWM): %.0f MiB\n", rate, peak)
+	fmt.Fprintf(out, "\nthe store's writer, from its metrics:\n\n")
+	for _, c := range cycles {
+		fmt.Fprintf(out, "- %s\n", c)
+	}
 	return nil
+}
+
+// measureIngest measures webhook ingest like measure, and also returns what
+// the daemon's store did meanwhile, from its metrics (writerCycle).
+func measureIngest(ctx context.Context, d *proc, name string, conns int, dur time.Duration, next func(worker, i int) (string, request)) (result, time.Duration, string, error) {
+	before, err := scrapeStore(d.addr)
+	if err != nil {
+		return result{}, 0, "", err
+	}
+	res, _, cpu := measure(ctx, d, name, conns, dur, next)
+	after, err := scrapeStore(d.addr)
+	if err != nil {
+		return result{}, 0, "", err
+	}
+	cycle := strings.TrimSpace(name) + ": " + writerCycle(before, after)
+	logf("writer, %s", cycle)
+	return res, cpu, cycle, nil
 }
 
 // runQueries runs the query workloads against the daemon d over the seeded
@@ -432,7 +462,10 @@ func holdDaemon(ctx context.Context, o options) error {
 	}
 	logf("daemon pid %d on %s", d.cmd.Process.Pid, d.addr)
 	ing := newIngest(o, fmt.Sprintf("hold%d", time.Now().Unix()), d.addr)
-	res, _, cpu := measure(ctx, d, "ingest", o.conns, o.hold, ing.next)
+	res, cpu, _, err := measureIngest(ctx, d, "ingest", o.conns, o.hold, ing.next)
+	if err != nil {
+		return err
+	}
 	logf("ingest: %.0f req/s p50 %s p99 %s errors %d, daemon CPU %s µs/req", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors, us(cpu))
 	return d.stop()
 }

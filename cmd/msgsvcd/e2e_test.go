@@ -302,6 +302,11 @@ func TestDaemonEndToEnd(t *testing.T) {
 		{"http_requests_total", map[string]string{"path": "unmatched", "status": "404"}, 4},
 		{"http_requests_total", map[string]string{"path": "unmatched", "status": "405"}, 2},
 		{"request_latency_ms_count", map[string]string{"path": "/messages"}, 10},
+		// The store's own: the five accepted posts reached it, in batches
+		// that held one message each and none failed.
+		{"store_insert_seconds_count", nil, 5},
+		{"store_batch_messages_sum", nil, 5},
+		{"store_failed_batches_total", nil, 0},
 	} {
 		got, ok := metric(text, tc.name, tc.labels)
 		if !ok || got != tc.want {

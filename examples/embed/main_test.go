@@ -64,6 +64,9 @@ func TestEmbeddedServer(t *testing.T) {
 	if code, _, _ := get("/hooks/health/ready"); code != 200 {
 		t.Errorf("GET /hooks/health/ready = %d", code)
 	}
+	if code, body, _ := get("/hooks/metrics"); code != 200 || !strings.Contains(body, "\nstore_batch_messages_count 1\n") {
+		t.Errorf("GET /hooks/metrics = %d, without the store's one batch:\n%s", code, body)
+	}
 	if code, body, _ := get("/hooks/nope"); code != 404 || body != `{"detail":"Not Found"}` {
 		t.Errorf("GET /hooks/nope = %d %s, want msgsvc's 404", code, body)
 	}
