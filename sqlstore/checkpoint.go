@@ -20,6 +20,19 @@ const walRestartFrames = 65536
 // RESTART checkpoint): a long read still in the WAL keeps it from starting
 // over, and the WAL must not grow without bound.
 
+// walKeepBytes is how much of its file the WAL keeps when it starts over
+// (journal_size_limit): twice walRestartFrames of 4 KiB pages, more than it
+// reaches in a normal cycle. So from the second cycle on, commits overwrite
+// blocks the file already has instead of appending. An append makes the
+// file system allocate blocks and change the file's size, which the fsync
+// must then journal too. On the benchmark machine an fsync after
+// overwriting 240 KB took 0.50–0.56 ms against 0.80–0.84 ms after appending
+// it, and ingest at 1M stored did 4.9% more over six interleaved rounds
+// (README, Benchmarks). SQLite tells old frames from new ones by the salt in
+// each frame's header, so the stale tail is never read as committed. A WAL
+// that grew past this (a long reader held it) is cut back to it.
+const walKeepBytes = 2 * walRestartFrames * 4096
+
 // checkpointPause is the least time between two checkpoints.
 const checkpointPause = 250 * time.Millisecond
 

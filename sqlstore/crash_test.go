@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,10 @@ import (
 // crashURLEnv names the database a crash child writes to; set only in the
 // child process.
 const crashURLEnv = "SQLSTORE_CRASH_CHILD_URL"
+
+// crashRestartEnv, when set, is the WAL length in frames past which the
+// child's checkpointer makes the WAL start over (DB.walRestart).
+const crashRestartEnv = "SQLSTORE_CRASH_WAL_RESTART"
 
 // TestCrashChild is the child half of TestCrashKeepsAcknowledged: it inserts
 // from many goroutines and prints each id once Insert has acknowledged it,
@@ -31,6 +36,12 @@ func TestCrashChild(t *testing.T) {
 	if err != nil {
 		fmt.Println("open:", err)
 		os.Exit(1)
+	}
+	if frames := os.Getenv(crashRestartEnv); frames != "" {
+		if db.walRestart, err = strconv.Atoi(frames); err != nil {
+			fmt.Println("bad", crashRestartEnv, err)
+			os.Exit(1)
+		}
 	}
 	var out sync.Mutex
 	for c := range 32 {
@@ -56,14 +67,41 @@ func TestCrashChild(t *testing.T) {
 // TestCrashKeepsAcknowledged kills a process that is inserting, without any
 // chance to close the store, then reopens its database: every id the process
 // acknowledged must be there, and the counters must agree with the rows.
+// In the second case the WAL starts over every few hundred frames, so the
+// kill finds a WAL whose file still holds frames of earlier cycles past the
+// current one (the store keeps the file's length when the WAL starts over):
+// recovery must replay exactly the current cycle's commits.
 func TestCrashKeepsAcknowledged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")
 	}
+	for _, c := range []struct{ name, restart string }{
+		{"default", ""},
+		{"WAL starting over", "300"},
+	} {
+		t.Run(c.name, func(t *testing.T) { crashAndCheck(t, c.restart) })
+	}
+}
+
+// readSalt returns the salt-1 field of the header of the WAL file at path.
+func readSalt(path string) (salt [4]byte, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return salt, err
+	}
+	defer f.Close()
+	_, err = f.ReadAt(salt[:], 16)
+	return salt, err
+}
+
+// crashAndCheck runs TestCrashChild in a process of its own, with
+// crashRestartEnv set to restart unless empty, kills it after 2,000
+// acknowledgements and checks the database it leaves.
+func crashAndCheck(t *testing.T, restart string) {
 	path := filepath.Join(t.TempDir(), "app.db")
 	url := fileURL(t, path)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), crashURLEnv+"="+url)
+	cmd.Env = append(os.Environ(), crashURLEnv+"="+url, crashRestartEnv+"="+restart)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -76,6 +114,13 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 	lines := bufio.NewScanner(stdout)
 	killed := false
 	deadline := time.Now().Add(30 * time.Second)
+	// With restart set, the kill waits until the WAL has started over
+	// twice (its header's salt changes each time), so that the file holds
+	// frames of an earlier cycle.
+	var salts map[[4]byte]bool
+	if restart != "" {
+		salts = map[[4]byte]bool{}
+	}
 	for lines.Scan() {
 		line := lines.Text()
 		id, ok := strings.CutPrefix(line, "ack ")
@@ -84,7 +129,13 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 			continue
 		}
 		acked[id] = true
-		if !killed && (len(acked) >= 2000 || time.Now().After(deadline)) {
+		if salts != nil && len(acked)%50 == 0 {
+			if salt, err := readSalt(path + "-wal"); err == nil {
+				salts[salt] = true
+			}
+		}
+		enough := len(acked) >= 2000 && (salts == nil || len(salts) >= 3)
+		if !killed && (enough || time.Now().After(deadline)) {
 			if err := cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}
@@ -94,6 +145,9 @@ func TestCrashKeepsAcknowledged(t *testing.T) {
 	_ = cmd.Wait()
 	if !killed {
 		t.Fatalf("the child stopped by itself after %d acknowledgements", len(acked))
+	}
+	if salts != nil && len(salts) < 3 {
+		t.Errorf("the WAL started over %d times before the kill, want 2 or more", len(salts)-1)
 	}
 
 	db := openURL(t, url)

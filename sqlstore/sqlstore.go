@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -195,15 +196,16 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// fsyncs the WAL before any caller is answered (walsync.go). Statement
 	// journals stay in memory (temp_store(MEMORY)): a multi-row INSERT ...
 	// ON CONFLICT keeps one, and a file would cost a write per page. When
-	// the WAL starts over, it is cut back to 64 MiB (journal_size_limit), so
-	// a burst does not keep its disk space for good. modernc's SQLite is
+	// the WAL starts over, it keeps walKeepBytes of its file
+	// (journal_size_limit), for the next cycle to overwrite (see
+	// checkpoint.go). modernc's SQLite is
 	// built with SQLITE_ENABLE_MEMORY_MANAGEMENT, so every connection's page
 	// cache draws on one pool, as large as their cache_size together; the
 	// writer's 8 MB (cache_size(-8000)) keeps the daemon's RSS under 150 MiB
 	// with the readers' caches full, and 16 MB ingested no faster at 1M rows.
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
-		"&_pragma=cache_size(-8000)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(67108864)&_txlock=immediate"
+		"&_pragma=cache_size(-8000)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(" + strconv.Itoa(walKeepBytes) + ")&_txlock=immediate"
 	var wsql *sql.DB
 	var err error
 	if memory {

@@ -273,7 +273,7 @@ func TestPragmas(t *testing.T) {
 	if synchronous != 2 {
 		t.Errorf("checkpointer synchronous = %d, want 2 (FULL)", synchronous)
 	}
-	for pragma, want := range map[string]int{"temp_store": 2, "journal_size_limit": 64 << 20, "wal_autocheckpoint": 0} {
+	for pragma, want := range map[string]int{"temp_store": 2, "journal_size_limit": 512 << 20, "wal_autocheckpoint": 0} {
 		var got int
 		if err := db.write.QueryRowContext(ctx, `PRAGMA `+pragma).Scan(&got); err != nil {
 			t.Fatal(err)

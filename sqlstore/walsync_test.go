@@ -207,13 +207,8 @@ func TestWALStartsOverUnderLoad(t *testing.T) {
 // walSalt returns the salt-1 field of the WAL header.
 func walSalt(t *testing.T, db *DB) [4]byte {
 	t.Helper()
-	f, err := os.Open(db.walPath)
+	salt, err := readSalt(db.walPath)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var salt [4]byte
-	if _, err := f.ReadAt(salt[:], 16); err != nil {
 		t.Fatal(err)
 	}
 	return salt
