@@ -10,6 +10,10 @@ import (
 //
 // The sqlstore package implements it on SQLite and Postgres; the storetest
 // package holds the conformance suite any implementation should pass.
+//
+// A Store that also implements prometheus.Collector (Describe and Collect)
+// has its metrics registered with the handler's by [New], so GET /metrics
+// shows them; sqlstore's does.
 type Store interface {
 	// Insert stores msgs in one transaction, idempotently keyed on
 	// MessageID: the first write of an id wins and later ones change
