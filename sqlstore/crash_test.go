@@ -95,8 +95,9 @@ func readSalt(path string) (salt [4]byte, err error) {
 }
 
 // crashAndCheck runs TestCrashChild in a process of its own, with
-// crashRestartEnv set to restart unless empty, kills it after 2,000
-// acknowledgements and checks the database it leaves.
+// crashRestartEnv set to restart, kills it after 2,000 acknowledgements
+// (and, with restart set, two restarts of the WAL) and checks the database
+// it leaves.
 func crashAndCheck(t *testing.T, restart string) {
 	path := filepath.Join(t.TempDir(), "app.db")
 	url := fileURL(t, path)

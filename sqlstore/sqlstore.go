@@ -198,9 +198,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// ON CONFLICT keeps one, and a file would cost a write per page. When
 	// the WAL starts over, it keeps walKeepBytes of its file
 	// (journal_size_limit), for the next cycle to overwrite (see
-	// checkpoint.go). modernc's SQLite is
-	// built with SQLITE_ENABLE_MEMORY_MANAGEMENT, so every connection's page
-	// cache draws on one pool, as large as their cache_size together; the
+	// checkpoint.go). modernc's SQLite is built with
+	// SQLITE_ENABLE_MEMORY_MANAGEMENT, so every connection's page cache
+	// draws on one pool, as large as their cache_size together; the
 	// writer's 8 MB (cache_size(-8000)) keeps the daemon's RSS under 150 MiB
 	// with the readers' caches full, and 16 MB ingested no faster at 1M rows.
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
@@ -280,6 +280,8 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
 	db.durable.Store(maxID)
+	// Where the index stands, for store_index_lag_messages until the
+	// indexer's first look.
 	var st indexState
 	if err := db.indexPrepared(ctx, nil, indexStateSQL).QueryRowContext(ctx, maxID).Scan(&st.textTo, &st.wordsTo, &st.maxID); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: reading the index state: %w", path, err))
