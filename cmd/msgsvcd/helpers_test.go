@@ -7,7 +7,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/buildtest"
 	"github.com/msgsvc/msgsvc/internal/pgtest"
 	_ "modernc.org/sqlite" // to read the databases the daemon leaves
 )
@@ -44,8 +44,7 @@ var (
 )
 
 // daemonBinary builds the real msgsvcd once per test run and returns its
-// path. Under -race the daemon is built with -race too: the build reuses the
-// test's compiled packages, and the daemon's own races fail its exit status.
+// path (with the race detector under -race, see buildtest.Build).
 func daemonBinary(tb testing.TB) string {
 	tb.Helper()
 	buildOnce.Do(func() {
@@ -53,16 +52,7 @@ func daemonBinary(tb testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		binPath = filepath.Join(binDir, "msgsvcd")
-		args := []string{"build", "-o", binPath}
-		if raceEnabled {
-			args = append(args, "-race")
-		}
-		args = append(args, ".")
-		out, err := exec.Command("go", args...).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-		}
+		binPath, buildErr = buildtest.Build(binDir, ".", "msgsvcd")
 	})
 	if buildErr != nil {
 		tb.Fatalf("building the daemon: %v", buildErr)

@@ -1,0 +1,6 @@
+//go:build !race
+
+package buildtest
+
+// Race reports whether this program runs under the race detector.
+const Race = false
