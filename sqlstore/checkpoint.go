@@ -25,7 +25,7 @@ const walRestartFrames = 65536
 // reaches in a normal cycle. So from the second cycle on, commits overwrite
 // blocks the file already has instead of appending. An append makes the
 // file system allocate blocks and change the file's size, which the fsync
-// must then journal too. On the benchmark machine an fsync after
+// must then write out too. On the benchmark machine an fsync after
 // overwriting 240 KB took 0.50–0.56 ms against 0.80–0.84 ms after appending
 // it, and ingest at 1M stored did 4.9% more over six interleaved rounds
 // (README, Benchmarks). SQLite tells old frames from new ones by the salt in
