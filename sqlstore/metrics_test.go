@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,27 +96,15 @@ func TestStoreMetricsNames(t *testing.T) {
 func TestStoreMetricsCountWrites(t *testing.T) {
 	db, _ := openFile(t)
 	const callers = 64
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Every other caller also resends its neighbour's id.
-			msgs := []msgsvc.Message{testMessage(fmt.Sprintf("m%02d", c))}
-			if c%2 == 1 {
-				msgs = append(msgs, testMessage(fmt.Sprintf("m%02d", c-1)))
-			}
-			if _, err := db.Insert(context.Background(), msgs); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+	inParallel(t, callers, func(c int) error {
+		// Every other caller also resends its neighbour's id.
+		msgs := []msgsvc.Message{testMessage(fmt.Sprintf("m%02d", c))}
+		if c%2 == 1 {
+			msgs = append(msgs, testMessage(fmt.Sprintf("m%02d", c-1)))
+		}
+		_, err := db.Insert(context.Background(), msgs)
+		return err
+	})
 	fams := gather(t, db)
 	batches, sent := histogram(t, fams, "store_batch_messages")
 	if want := float64(callers + callers/2); sent != want {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -172,25 +171,14 @@ func TestWALStartsOverUnderLoad(t *testing.T) {
 	salt := walSalt(t, db)
 
 	const writers, each = 4, 300
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
-					errs <- err
-					return
-				}
+	inParallel(t, writers, func(w int) error {
+		for i := range each {
+			if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	// SQLite changes the salt in the WAL header each time the WAL starts
 	// over.
 	if walSalt(t, db) == salt {

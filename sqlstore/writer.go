@@ -124,12 +124,10 @@ func (db *DB) runWriter() {
 			db.metrics.failed.Inc()
 		}
 		clear(batch)
-		if db.metrics.handoff != nil {
-			start = time.Now()
-			acks <- c
+		start = time.Now()
+		acks <- c
+		if db.metrics.handoff != nil { // a SQLite file only
 			db.metrics.handoff.Observe(since(start))
-		} else {
-			acks <- c
 		}
 	}
 }

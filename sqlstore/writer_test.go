@@ -66,39 +66,28 @@ func TestGroupCommitCreatesOnce(t *testing.T) {
 	db, _ := openFile(t)
 	const callers, distinct, rounds = 256, 1000, 3
 	var created [distinct]atomic.Int32
-	var wg sync.WaitGroup
-	errs := make(chan error, callers)
-	for c := range callers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range rounds {
-				// Caller c sends ids c*7+r, and sometimes a neighbour's too.
-				i := (c*7 + r*13) % distinct
-				msgs := []msgsvc.Message{testMessage(fmt.Sprintf("g%04d", i))}
-				if c%3 == 0 {
-					msgs = append(msgs, testMessage(fmt.Sprintf("g%04d", (i+1)%distinct)), msgs[0])
-				}
-				res, err := db.Insert(context.Background(), msgs)
-				if err != nil {
-					errs <- err
-					return
-				}
-				for k, ok := range res {
-					if ok {
-						var n int
-						_, _ = fmt.Sscanf(msgs[k].MessageID, "g%d", &n)
-						created[n].Add(1)
-					}
+	inParallel(t, callers, func(c int) error {
+		for r := range rounds {
+			// Caller c sends ids c*7+r, and sometimes a neighbour's too.
+			i := (c*7 + r*13) % distinct
+			msgs := []msgsvc.Message{testMessage(fmt.Sprintf("g%04d", i))}
+			if c%3 == 0 {
+				msgs = append(msgs, testMessage(fmt.Sprintf("g%04d", (i+1)%distinct)), msgs[0])
+			}
+			res, err := db.Insert(context.Background(), msgs)
+			if err != nil {
+				return err
+			}
+			for k, ok := range res {
+				if ok {
+					var n int
+					_, _ = fmt.Sscanf(msgs[k].MessageID, "g%d", &n)
+					created[n].Add(1)
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	ids := storedIDs(t, db)
 	for i := range distinct {
 		id := fmt.Sprintf("g%04d", i)
@@ -133,6 +122,26 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// inParallel runs f(0) to f(n-1), each in a goroutine of its own, waits for
+// them all, and fails t with the first error any returned.
+func inParallel(t *testing.T, n int, f func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			if err := f(i); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 }
 
