@@ -24,6 +24,10 @@ import (
 // On a SQLite file the counts outlive the process: Close saves them in
 // search_counts and Open loads them back (saveCounts, loadCounts), so a
 // restart does not count every common q anew.
+//
+// Postgres uses the same cache with another watermark, a transaction id
+// (see countMatchesPostgres): there, upTo is a snapshot's xmin and n counts
+// the matches among the rows with xid below it.
 
 // countCacheEntries bounds the number of remembered counts.
 const countCacheEntries = 4096

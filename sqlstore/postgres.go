@@ -157,8 +157,9 @@ func postgresWhere(q msgsvc.Query, withAfter bool, args *pgArgs) string {
 	return " WHERE " + strings.Join(conds, " AND ")
 }
 
-// listPostgres reads one page and its total in tx.
-func listPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (msgsvc.Page, error) {
+// listPostgres reads one page and its total in tx, with counts a scan
+// must make remembered in counts.
+func listPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, counts *countCache) (msgsvc.Page, error) {
 	var page msgsvc.Page
 	var args pgArgs
 	// Only fixed text and $n placeholders are concatenated; values go as arguments.
@@ -190,13 +191,14 @@ func listPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (msgsvc.Page,
 	if page.Messages == nil {
 		page.Messages = []msgsvc.Message{}
 	}
-	page.Total, err = countPostgres(ctx, tx, q)
+	page.Total, err = countPostgres(ctx, tx, q, counts)
 	return page, err
 }
 
 // countPostgres returns the exact number of matches of q's filters, from the
-// counters when they answer it alone.
-func countPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (int64, error) {
+// counters when they answer it alone, and otherwise from counts and the
+// rows inserted since (countMatchesPostgres).
+func countPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, counts *countCache) (int64, error) {
 	var n int64
 	switch {
 	case q.From == "" && q.Since == nil && q.Text == "":
@@ -211,9 +213,68 @@ func countPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (int64, erro
 	case q.From == "" && q.Text == "":
 		return countSincePostgres(ctx, tx, msgsvc.InstantKey(*q.Since))
 	}
+	return countMatchesPostgres(ctx, tx, q, counts)
+}
+
+// Exact counts of searches on Postgres. A count is a scan of every match,
+// which for a common q is hundreds of thousands of rows, so counts
+// remembers it, as on SQLite (countcache.go), keyed by a watermark that
+// a later snapshot can build on. SQLite's watermark, the largest id, does
+// not work here: ids are taken when a row is inserted, so a transaction
+// that commits later, of this or another replica, can still add a row below
+// it. Transaction ids can: every row records its inserting transaction in
+// xid, and a snapshot's xmin is a bound below which every transaction has
+// ended, committed or not. So the rows with xid < xmin (or NULL: stored
+// before the column existed) are the same set in every snapshot whose
+// xmin is at least as large, since messages are never updated or deleted,
+// and their count never changes. A snapshot with xmin X' >= X then counts
+// the matches with xid >= X, through messages_xid, and adds the count
+// remembered for X. It also moves the entry to X': the matches with
+// X <= xid < X' come in the same scan. A snapshot older than the entry
+// (X' < X) may not see every row below X and counts in full.
+
+// xminPostgresQuery returns the xmin of the transaction's snapshot.
+const xminPostgresQuery = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
+
+// countMatchesPostgres counts the matches of q's filters in tx's snapshot,
+// from counts when it can, and remembers the count for the next search.
+func countMatchesPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, counts *countCache) (int64, error) {
+	var text string
+	if err := tx.QueryRowContext(ctx, xminPostgresQuery).Scan(&text); err != nil {
+		return 0, err
+	}
+	xmin, err := strconv.ParseInt(text, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("sqlstore: the snapshot's xmin %q: %w", text, err)
+	}
+	key := totalKey(q)
+	known, from, ok := counts.get(key)
+	ok = ok && from <= xmin
 	var args pgArgs
-	err := tx.QueryRowContext(ctx, `SELECT count(*) FROM messages`+postgresWhere(q, false, &args), args...).Scan(&n)
-	return n, err
+	where := postgresWhere(q, false, &args)
+	x := args.add(text) + "::xid8"
+	below := "xid IS NULL OR xid < " + x
+	if ok {
+		// The matches below from are counted already: read the others only.
+		below = "xid < " + x
+		tail := "xid >= " + args.add(strconv.FormatInt(from, 10)) + "::xid8"
+		if where == "" {
+			where = " WHERE " + tail
+		} else {
+			where += " AND " + tail
+		}
+	}
+	var n, under int64
+	// Only fixed text and $n placeholders are concatenated; values go as arguments.
+	query := `SELECT count(*), count(*) FILTER (WHERE ` + below + `) FROM messages` + where //nolint:gosec // G202: see above
+	if err := tx.QueryRowContext(ctx, query, args...).Scan(&n, &under); err != nil {
+		return 0, err
+	}
+	if ok {
+		n, under = known+n, known+under
+	}
+	counts.put(key, under, xmin)
+	return n, nil
 }
 
 // countSincePostgres counts messages at or after key: whole hours from

@@ -46,6 +46,20 @@ var postgresMigrations = []string{
 		hour text COLLATE "C" PRIMARY KEY, -- the first 13 characters of ts_key: YYYY-MM-DDTHH
 		n    bigint NOT NULL
 	);`,
+
+	// The transaction that inserted each row, for the count cache
+	// (countMatchesPostgres). Rows stored before this step keep NULL: they
+	// were committed before it, so every later snapshot sees them all. The
+	// column's default applies to new rows only, and adding a column with
+	// no default rewrites nothing, so the step is quick on a large table;
+	// the index leaves those rows out. ANALYZE gives the planner the
+	// column's statistics at once: without them it takes a range of xid
+	// for a third of the table, and may scan in parallel for a handful of
+	// rows.
+	`ALTER TABLE messages ADD COLUMN xid xid8;
+	ALTER TABLE messages ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
+	CREATE INDEX messages_xid ON messages (xid) WHERE xid IS NOT NULL;
+	ANALYZE messages;`,
 }
 
 // migrationLock is the key of the advisory lock that serializes migrations

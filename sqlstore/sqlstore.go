@@ -137,7 +137,7 @@ type DB struct {
 	maxBatch int
 
 	searches chan struct{} // a slot per text search allowed to run at once: one per core
-	counts   countCache    // exact counts of text searches (SQLite)
+	counts   countCache    // exact counts of searches: up to an id on SQLite, below a transaction id on Postgres
 	trigrams trigramStats  // how common each trigram is, to plan searches (SQLite)
 	words    wordIndex     // the word index's token ids and state (words.go; SQLite)
 	probeMax int64         // if > 0, the ids a search plan reads at most (tests)
@@ -489,7 +489,7 @@ func (db *DB) list(ctx context.Context, q msgsvc.Query, turn bool) (msgsvc.Page,
 	err := db.read.RunInTx(ctx, db.readTx, func(ctx context.Context, tx bun.Tx) error {
 		if db.postgres {
 			var err error
-			page, err = listPostgres(ctx, tx.Tx, q)
+			page, err = listPostgres(ctx, tx.Tx, q, &db.counts)
 			return err
 		}
 		search, err := db.planSearch(ctx, tx, q, turn)

@@ -1,0 +1,237 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/pgtest"
+)
+
+// pgMessage returns a message of sender from with text.
+func pgMessage(id, from, text string) msgsvc.Message {
+	return msgsvc.Message{MessageID: id, From: from, To: "+14155550100", TS: "2025-01-15T10:00:00Z", Text: &text}
+}
+
+// pgCount is the count of q's matches straight from the table, in a
+// snapshot of its own.
+func pgCount(t *testing.T, conn *sql.DB, q msgsvc.Query) int64 {
+	t.Helper()
+	var args pgArgs
+	var n int64
+	if err := conn.QueryRowContext(context.Background(), `SELECT count(*) FROM messages`+postgresWhere(q, false, &args), args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestPostgresSearchCounts checks the count cache on Postgres against a
+// count of the table, for every filter it serves: the first search counts
+// in full, later ones add the rows inserted since, and the entry's
+// watermark moves forward.
+func TestPostgresSearchCounts(t *testing.T) {
+	url := pgtest.URL(t)
+	db, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	raw, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := context.Background()
+	since := time.Date(2025, 1, 15, 9, 0, 0, 0, time.UTC)
+	queries := []msgsvc.Query{
+		{Text: "apple"},
+		{Text: "APPLE", From: "+911"},
+		{Text: "apple", Since: &since},
+		{From: "+912", Since: &since},
+	}
+	seq := 0
+	insert := func(n int) {
+		t.Helper()
+		msgs := make([]msgsvc.Message, n)
+		for i := range msgs {
+			seq++
+			text := "pear"
+			if seq%3 != 0 {
+				text = fmt.Sprintf("an apple a day %d", seq)
+			}
+			msgs[i] = pgMessage(fmt.Sprintf("c-%d", seq), fmt.Sprintf("+91%d", 1+seq%2), text)
+		}
+		if _, err := db.Insert(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insert(30)
+	for round := range 3 {
+		for _, q := range queries {
+			name := fmt.Sprintf("round %d, %+v", round, q)
+			page, err := db.List(ctx, q)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if want := pgCount(t, raw, q); page.Total != want {
+				t.Errorf("%s: total %d, the table counts %d", name, page.Total, want)
+			}
+			n, upTo, ok := db.counts.get(totalKey(q))
+			if !ok {
+				t.Fatalf("%s: no count remembered", name)
+			}
+			if n > page.Total || upTo <= 0 {
+				t.Errorf("%s: remembered %d below xid %d, for a total of %d", name, n, upTo, page.Total)
+			}
+		}
+		insert(7) // a tail for the next round to add
+	}
+}
+
+// TestPostgresSearchCountLateCommit is the case an id watermark gets
+// wrong: a transaction that took a smaller id commits after a count was
+// remembered. Its row must be in every count after its commit, and in none
+// before it.
+func TestPostgresSearchCountLateCommit(t *testing.T) {
+	url := pgtest.URL(t)
+	db, err := Open(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	raw, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := context.Background()
+	q := msgsvc.Query{Text: "kiwi"}
+	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("k-1", "+911", "kiwi one")}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Another writer (a replica, say) inserts a match and has not committed.
+	late, err := raw.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer late.Rollback() //nolint:errcheck // a no-op after Commit
+	if _, err := late.ExecContext(ctx, `INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_fold)
+		VALUES ('k-late', '+912', '+14155550100', '2025-01-15T10:00:00Z', $1, 'kiwi late', $2)`,
+		msgsvc.TimestampKey("2025-01-15T10:00:00Z"), msgsvc.Fold("kiwi late")); err != nil {
+		t.Fatal(err)
+	}
+	// Rows with larger ids commit first, and a count is remembered.
+	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("k-2", "+911", "kiwi two")}); err != nil {
+		t.Fatal(err)
+	}
+	total := func(step string, want int64) {
+		t.Helper()
+		page, err := db.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != want {
+			t.Fatalf("%s: total %d, want %d", step, page.Total, want)
+		}
+	}
+	total("before the late commit", 2)
+	total("again before it, from the remembered count", 2)
+	if err := late.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	total("after the late commit", 3)
+	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("k-3", "+911", "kiwi three")}); err != nil {
+		t.Fatal(err)
+	}
+	total("after one more", 4)
+}
+
+// TestPostgresSearchCountOlderSnapshot checks that a snapshot older than a
+// remembered count does not use it: the count may hold rows committed
+// after the snapshot began.
+func TestPostgresSearchCountOlderSnapshot(t *testing.T) {
+	db, err := Open(context.Background(), pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	ctx := context.Background()
+	q := msgsvc.Query{Text: "plum"}
+	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("p-1", "+911", "plum one")}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := db.read.DB.BeginTx(ctx, db.readTx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Rollback() //nolint:errcheck // read only
+	if n, err := countPostgres(ctx, old, q, &db.counts); err != nil || n != 1 {
+		t.Fatalf("count in the old snapshot = %d, %v; want 1", n, err)
+	}
+	for i := 2; i <= 4; i++ {
+		if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage(fmt.Sprintf("p-%d", i), "+911", "plum more")}); err != nil {
+			t.Fatal(err)
+		}
+		if page, err := db.List(ctx, q); err != nil || page.Total != int64(i) {
+			t.Fatalf("List after %d inserts: total %d, %v", i, page.Total, err)
+		}
+	}
+	if _, upTo, _ := db.counts.get(totalKey(q)); upTo <= 0 {
+		t.Fatalf("no count remembered")
+	}
+	if n, err := countPostgres(ctx, old, q, &db.counts); err != nil || n != 1 {
+		t.Fatalf("count in the old snapshot after newer counts = %d, %v; want 1", n, err)
+	}
+}
+
+// TestPostgresSearchCountMigrated checks a table from before the xid
+// column: its rows have none, and every count holds them.
+func TestPostgresSearchCountMigrated(t *testing.T) {
+	url := pgtest.URL(t)
+	raw, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	ctx := context.Background()
+	for _, stmt := range []string{
+		`CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())`,
+		postgresMigrations[0],
+		`INSERT INTO schema_migrations (version) VALUES (1)`,
+		`INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_fold)
+			SELECT 'old-' || i, '+911', '+14155550100', '2025-01-15T10:00:00Z', '` + msgsvc.TimestampKey("2025-01-15T10:00:00Z") + `', 'fig ' || i, 'FIG ' || i
+			FROM generate_series(1, 50) i`,
+	} {
+		if _, err := raw.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%.60s: %v", stmt, err)
+		}
+	}
+	db, err := Open(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	var nulls int
+	if err := raw.QueryRowContext(ctx, `SELECT count(*) FROM messages WHERE xid IS NULL`).Scan(&nulls); err != nil || nulls != 50 {
+		t.Fatalf("rows without xid after the migration: %d, %v; want 50", nulls, err)
+	}
+	q := msgsvc.Query{Text: "fig"}
+	for i, want := range []int64{50, 50, 51} {
+		if i == 2 {
+			if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("new-1", "+911", "fig new")}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		page, err := db.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if page.Total != want {
+			t.Errorf("search %d: total %d, want %d", i+1, page.Total, want)
+		}
+	}
+}
