@@ -28,11 +28,11 @@ func pgCount(t *testing.T, conn *sql.DB, q msgsvc.Query) int64 {
 	return n
 }
 
-// TestPostgresSearchCounts checks the count cache on Postgres against a
-// count of the table, for every filter it serves: the first search counts
-// in full, later ones add the rows inserted since, and the entry's
-// watermark moves forward.
-func TestPostgresSearchCounts(t *testing.T) {
+// openPostgresPair opens a store on a schema of its own, and a plain
+// connection pool to the same schema that writes and counts behind the
+// store's back.
+func openPostgresPair(t *testing.T) (*DB, *sql.DB) {
+	t.Helper()
 	url := pgtest.URL(t)
 	db, err := Open(context.Background(), url)
 	if err != nil {
@@ -44,6 +44,15 @@ func TestPostgresSearchCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = raw.Close() })
+	return db, raw
+}
+
+// TestPostgresSearchCounts checks the count cache on Postgres against a
+// count of the table, for every filter it serves: the first search counts
+// in full, later ones add the rows inserted since, and the entry's
+// watermark moves forward.
+func TestPostgresSearchCounts(t *testing.T) {
+	db, raw := openPostgresPair(t)
 	ctx := context.Background()
 	since := time.Date(2025, 1, 15, 9, 0, 0, 0, time.UTC)
 	queries := []msgsvc.Query{
@@ -96,17 +105,7 @@ func TestPostgresSearchCounts(t *testing.T) {
 // remembered. Its row must be in every count after its commit, and in none
 // before it.
 func TestPostgresSearchCountLateCommit(t *testing.T) {
-	url := pgtest.URL(t)
-	db, err := Open(context.Background(), url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	raw, err := sql.Open("pgx", url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = raw.Close() })
+	db, raw := openPostgresPair(t)
 	ctx := context.Background()
 	q := msgsvc.Query{Text: "kiwi"}
 	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("k-1", "+911", "kiwi one")}); err != nil {
