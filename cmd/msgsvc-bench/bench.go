@@ -203,13 +203,14 @@ func runQueries(ctx context.Context, o options, d *proc, report func(row)) {
 	// processes on the machine's cores costs any request.
 	floor, _, cpu := measure(ctx, d, "/health/live (no work: the floor)", o.queryConns, o.duration, q.nextLive)
 	report(row{name: floor.name, res: floor, rss: d.peakRSS(), cpu: cpu})
-	// The same two at a fixed rate that leaves the cores room: the latency
-	// of the work itself, without the queueing of a saturated machine.
+	// A cursor page, /stats and the floor at a fixed rate that leaves the
+	// cores room: the latency of the work itself, without the queueing of a
+	// saturated machine.
 	if o.pacedRate > 0 {
 		for _, w := range []struct {
 			name string
 			next func(int, int) (string, request)
-		}{{"/stats", q.nextStats}, {"/health/live", q.nextLive}} {
+		}{{"/messages cursor page, anywhere", q.nextCursor}, {"/stats", q.nextStats}, {"/health/live", q.nextLive}} {
 			name := fmt.Sprintf("%s at %d req/s", w.name, o.pacedRate)
 			res, _, cpu := measureAt(ctx, d, name, o.queryConns, o.pacedRate, o.duration, w.next)
 			report(row{name: name, res: res, rss: d.peakRSS(), cpu: cpu})

@@ -79,7 +79,7 @@ func main() {
 	flag.DurationVar(&o.soak, "soak", 0, "run the soak for this long instead of the benchmark, then the connection flood")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak: how often to sample the daemon")
 	flag.IntVar(&o.rate, "rate", 0, "soak: at most this many requests a second from all connections together (0: no limit)")
-	flag.IntVar(&o.pacedRate, "paced-rate", 1000, "also measure /stats and /health/live at this many requests a second, latency counted from each request's scheduled start (0: skip)")
+	flag.IntVar(&o.pacedRate, "paced-rate", 1000, "also measure cursor pages, /stats and /health/live at this many requests a second, latency counted from each request's scheduled start (0: skip)")
 	flag.Float64Var(&o.maxGrowth, "max-growth", 0.10, "soak: largest growth of the median RSS from the second quarter of the soak to the last that counts as flat (0.10 is 10%)")
 	flag.IntVar(&o.flood, "flood", 2000, "soak: idle connections the connection flood opens (0: no flood)")
 	flag.IntVar(&o.floodMax, "flood-max", 256, "soak: MAX_CONNECTIONS of the daemon under the flood")
