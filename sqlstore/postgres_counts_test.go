@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,7 +23,7 @@ func pgCount(t *testing.T, conn *sql.DB, q msgsvc.Query) int64 {
 	t.Helper()
 	var args pgArgs
 	var n int64
-	if err := conn.QueryRowContext(context.Background(), `SELECT count(*) FROM messages`+postgresWhere(q, false, &args), args...).Scan(&n); err != nil {
+	if err := conn.QueryRowContext(context.Background(), `SELECT count(*) FROM messages`+postgresWhere(q, false, false, &args), args...).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
@@ -168,7 +169,7 @@ func TestPostgresSearchCountOlderSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer old.Rollback() //nolint:errcheck // read only
-	if n, err := countPostgres(ctx, old, q, &db.counts); err != nil || n != 1 {
+	if n, err := countPostgres(ctx, old, q, false, &db.counts); err != nil || n != 1 {
 		t.Fatalf("count in the old snapshot = %d, %v; want 1", n, err)
 	}
 	for i := 2; i <= 4; i++ {
@@ -182,7 +183,7 @@ func TestPostgresSearchCountOlderSnapshot(t *testing.T) {
 	if _, upTo, _ := db.counts.get(totalKey(q)); upTo <= 0 {
 		t.Fatalf("no count remembered")
 	}
-	if n, err := countPostgres(ctx, old, q, &db.counts); err != nil || n != 1 {
+	if n, err := countPostgres(ctx, old, q, false, &db.counts); err != nil || n != 1 {
 		t.Fatalf("count in the old snapshot after newer counts = %d, %v; want 1", n, err)
 	}
 }
@@ -233,4 +234,57 @@ func TestPostgresSearchCountMigrated(t *testing.T) {
 			t.Errorf("search %d: total %d, want %d", i+1, page.Total, want)
 		}
 	}
+}
+
+// TestPostgresSearchWithinSender checks how from+q is searched: a sender
+// with few messages has each of them tested, a busy one goes through the
+// trigram index, one with none reads nothing. Every way gives the exact
+// page and total.
+func TestPostgresSearchWithinSender(t *testing.T) {
+	db, raw := openPostgresPair(t)
+	ctx := context.Background()
+	var msgs []msgsvc.Message
+	for i := range 6 {
+		text := "a banana split"
+		if i%2 == 0 {
+			text = "an apple pie"
+		}
+		msgs = append(msgs, pgMessage(fmt.Sprintf("w-%d", i), "+911", text))
+	}
+	if _, err := db.Insert(ctx, msgs); err != nil {
+		t.Fatal(err)
+	}
+	check := func(name string, q msgsvc.Query, wantEach, wantNone bool, want int64) {
+		t.Helper()
+		tx, err := db.read.DB.BeginTx(ctx, db.readTx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		each, none, err := withinSender(ctx, tx, q)
+		_ = tx.Rollback()
+		if err != nil || each != wantEach || none != wantNone {
+			t.Errorf("%s: withinSender = %v, %v, %v; want %v, %v", name, each, none, err, wantEach, wantNone)
+		}
+		db.counts.clear()
+		page, err := db.List(ctx, q)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if page.Total != want || int64(len(page.Messages)) != want {
+			t.Errorf("%s: %d messages, total %d; want %d", name, len(page.Messages), page.Total, want)
+		}
+		for _, m := range page.Messages {
+			if (q.From != "" && m.From != q.From) || !strings.Contains(*m.Text, "apple") {
+				t.Errorf("%s: listed %+v", name, m)
+			}
+		}
+	}
+	q := msgsvc.Query{From: "+911", Text: "APPLE"}
+	check("a sender of 6", q, true, false, 3)
+	check("a sender of none", msgsvc.Query{From: "+919", Text: "apple"}, true, true, 0)
+	if _, err := raw.ExecContext(ctx, `UPDATE senders SET n = $1 WHERE sender = '+911'`, pgSenderScanMax+1); err != nil {
+		t.Fatal(err)
+	}
+	check("a sender counted as busy", q, false, false, 3)
+	check("q alone", msgsvc.Query{Text: "apple"}, false, false, 3)
 }

@@ -234,10 +234,15 @@ func measureAt(ctx context.Context, d *proc, name string, conns, rate int, dur t
 	return res, kinds, cpu / time.Duration(max(res.requests, 1))
 }
 
-// runQueriesOnly runs only the query workloads, over big.db already
-// seeded in -dir (for profiling and for comparing query changes).
+// runQueriesOnly runs only the query workloads, over the database already
+// seeded: big.db in -dir, or with -postgres its big database (for profiling
+// and for comparing query changes).
 func runQueriesOnly(ctx context.Context, o options, report func(row)) error {
-	d, err := startDaemon(o, "sqlite:///"+filepath.Join(o.dir, "big.db"))
+	url, err := o.bigDatabase(ctx, true)
+	if err != nil {
+		return err
+	}
+	d, err := startDaemon(o, url)
 	if err != nil {
 		return err
 	}

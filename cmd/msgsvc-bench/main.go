@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&o.flood, "flood", 2000, "soak: idle connections the connection flood opens (0: no flood)")
 	flag.IntVar(&o.floodMax, "flood-max", 256, "soak: MAX_CONNECTIONS of the daemon under the flood")
 	flag.DurationVar(&o.floodHold, "flood-hold", 20*time.Second, "soak: how long the flood holds its connections")
-	flag.BoolVar(&o.queriesOnly, "queries-only", false, "only run the query workloads against big.db already seeded in -dir")
+	flag.BoolVar(&o.queriesOnly, "queries-only", false, "only run the query workloads against the database already seeded: big.db in -dir, or with -postgres its big database")
 	flag.BoolVar(&o.floodOnly, "flood-only", false, "run only the connection flood")
 	flag.BoolVar(&o.baseline, "serve-baseline", false, "internal: serve the no-storage baseline and exit on SIGTERM")
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:0", "internal: listen address of -serve-baseline")
