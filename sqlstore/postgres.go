@@ -224,9 +224,9 @@ func listPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, counts *count
 	return page, err
 }
 
-// withinSender decides how q with from and q is searched in tx's snapshot:
-// by testing each of the sender's messages when it has at most
-// pgSenderScanMax, and not at all when it has none.
+// withinSender decides how a search with both from and q runs in tx's
+// snapshot: it tests each of the sender's messages when the sender has at
+// most pgSenderScanMax, and reads nothing when it has none.
 func withinSender(ctx context.Context, tx *sql.Tx, q msgsvc.Query) (testEach, none bool, err error) {
 	if q.From == "" || q.Text == "" {
 		return false, false, nil
