@@ -47,6 +47,11 @@ type countKey struct {
 	from  string // sender, "" for any
 	since string // msgsvc.InstantKey of since, "" for none
 	text  string // msgsvc.Fold of q
+	// server is the system identifier of the Postgres cluster whose
+	// transaction ids the count's watermark is ("" on SQLite): a count
+	// never serves a snapshot of another cluster, whose counter may be
+	// behind (a restore elsewhere, a logical replica taking over).
+	server string
 }
 
 type countEntry struct {

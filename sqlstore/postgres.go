@@ -281,16 +281,20 @@ func countPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, testEach boo
 // the matches with xid >= X, through messages_xid, and adds the count
 // remembered for X. It also moves the entry to X': the matches with
 // X <= xid < X' come in the same scan. A snapshot older than the entry
-// (X' < X) may not see every row below X and counts in full.
+// (X' < X) may not see every row below X and counts in full. An entry also
+// names the cluster (its system identifier) whose transaction ids it
+// holds: another cluster's counter may be behind, and its new rows would
+// take ids below the watermark.
 
-// xminPostgresQuery returns the xmin of the transaction's snapshot.
-const xminPostgresQuery = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text`
+// xminPostgresQuery returns the xmin of the transaction's snapshot and
+// the cluster's system identifier.
+const xminPostgresQuery = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text, (SELECT system_identifier FROM pg_control_system())::text`
 
 // countMatchesPostgres counts the matches of q's filters in tx's snapshot,
 // from counts when it can, and remembers the count for the next search.
 func countMatchesPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, testEach bool, counts *countCache) (int64, error) {
-	var text string
-	if err := tx.QueryRowContext(ctx, xminPostgresQuery).Scan(&text); err != nil {
+	var text, server string
+	if err := tx.QueryRowContext(ctx, xminPostgresQuery).Scan(&text, &server); err != nil {
 		return 0, err
 	}
 	xmin, err := strconv.ParseInt(text, 10, 64)
@@ -298,6 +302,7 @@ func countMatchesPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, testE
 		return 0, fmt.Errorf("sqlstore: the snapshot's xmin %q: %w", text, err)
 	}
 	key := totalKey(q)
+	key.server = server
 	known, from, ok := counts.get(key)
 	ok = ok && from <= xmin
 	var args pgArgs

@@ -48,6 +48,16 @@ func openPostgresPair(t *testing.T) (*DB, *sql.DB) {
 	return db, raw
 }
 
+// pgKey returns the count cache's key for q on the server behind conn.
+func pgKey(t *testing.T, conn *sql.DB, q msgsvc.Query) countKey {
+	t.Helper()
+	k := totalKey(q)
+	if err := conn.QueryRowContext(context.Background(), `SELECT system_identifier::text FROM pg_control_system()`).Scan(&k.server); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
 // TestPostgresSearchCounts checks the count cache on Postgres against a
 // count of the table, for every filter it serves: the first search counts
 // in full, later ones add the rows inserted since, and the entry's
@@ -89,7 +99,7 @@ func TestPostgresSearchCounts(t *testing.T) {
 			if want := pgCount(t, raw, q); page.Total != want {
 				t.Errorf("%s: total %d, the table counts %d", name, page.Total, want)
 			}
-			n, upTo, ok := db.counts.get(totalKey(q))
+			n, upTo, ok := db.counts.get(pgKey(t, raw, q))
 			if !ok {
 				t.Fatalf("%s: no count remembered", name)
 			}
@@ -180,7 +190,7 @@ func TestPostgresSearchCountOlderSnapshot(t *testing.T) {
 			t.Fatalf("List after %d inserts: total %d, %v", i, page.Total, err)
 		}
 	}
-	if _, upTo, _ := db.counts.get(totalKey(q)); upTo <= 0 {
+	if _, upTo, _ := db.counts.get(pgKey(t, db.read.DB, q)); upTo <= 0 {
 		t.Fatalf("no count remembered")
 	}
 	if n, err := countPostgres(ctx, old, q, false, &db.counts); err != nil || n != 1 {
@@ -287,4 +297,41 @@ func TestPostgresSearchWithinSender(t *testing.T) {
 	}
 	check("a sender counted as busy", q, false, false, 3)
 	check("q alone", msgsvc.Query{Text: "apple"}, false, false, 3)
+}
+
+// TestPostgresSearchCountServer checks that a count serves only snapshots
+// of the cluster it was taken on.
+func TestPostgresSearchCountServer(t *testing.T) {
+	db, raw := openPostgresPair(t)
+	ctx := context.Background()
+	q := msgsvc.Query{Text: "lime"}
+	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("l-1", "+911", "lime one"), pgMessage("l-2", "+911", "lime two")}); err != nil {
+		t.Fatal(err)
+	}
+	var xmin int64
+	if err := raw.QueryRowContext(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&xmin); err != nil {
+		t.Fatal(err)
+	}
+	total := func() int64 {
+		t.Helper()
+		page, err := db.List(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return page.Total
+	}
+	// A count as another cluster would have left it: not used.
+	other := totalKey(q)
+	other.server = "another cluster"
+	db.counts.put(other, 1000, xmin)
+	if n := total(); n != 2 {
+		t.Fatalf("total with another cluster's count remembered = %d, want 2", n)
+	}
+	// The same under this cluster's identifier is used, which shows the
+	// identifier is what kept the other out.
+	db.counts.clear()
+	db.counts.put(pgKey(t, raw, q), 1000, xmin)
+	if n := total(); n != 1000 {
+		t.Fatalf("total with a count of 1000 planted for this cluster = %d, want 1000", n)
+	}
 }
