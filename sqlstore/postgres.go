@@ -286,15 +286,15 @@ func countPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, testEach boo
 // holds: another cluster's counter may be behind, and its new rows would
 // take ids below the watermark.
 
-// xminPostgresQuery returns the xmin of the transaction's snapshot and
+// snapshotPostgresQuery returns the xmin of the transaction's snapshot and
 // the cluster's system identifier.
-const xminPostgresQuery = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text, (SELECT system_identifier FROM pg_control_system())::text`
+const snapshotPostgresQuery = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text, (SELECT system_identifier FROM pg_control_system())::text`
 
 // countMatchesPostgres counts the matches of q's filters in tx's snapshot,
 // from counts when it can, and remembers the count for the next search.
 func countMatchesPostgres(ctx context.Context, tx *sql.Tx, q msgsvc.Query, testEach bool, counts *countCache) (int64, error) {
 	var text, server string
-	if err := tx.QueryRowContext(ctx, xminPostgresQuery).Scan(&text, &server); err != nil {
+	if err := tx.QueryRowContext(ctx, snapshotPostgresQuery).Scan(&text, &server); err != nil {
 		return 0, err
 	}
 	xmin, err := strconv.ParseInt(text, 10, 64)
