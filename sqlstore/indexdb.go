@@ -131,7 +131,14 @@ func (a attacher) Connect(ctx context.Context) (driver.Conn, error) {
 // made anew: it holds nothing that the messages do not.
 func openIndex(ctx context.Context, uri string) (*sql.DB, error) {
 	for attempt := 0; ; attempt++ {
-		conn, err := openAttached(uri+"?_pragma=busy_timeout(5000)&_pragma=cache_size(-2000)", indexURI(uri), indexWriterSetup...)
+		dsn := uri + "?_pragma=busy_timeout(5000)&_pragma=cache_size(-2000)"
+		// The index file's WAL writes are gathered too (walbuf.go).
+		if vfs, err := walVFSReady(); err != nil {
+			return nil, err
+		} else if vfs != "" {
+			dsn += "&vfs=" + vfs
+		}
+		conn, err := openAttached(dsn, indexURI(uri), indexWriterSetup...)
 		if err != nil {
 			return nil, fmt.Errorf("opening the search index: %w", err)
 		}

@@ -206,8 +206,17 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
 		"&_pragma=cache_size(-8000)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(" + strconv.Itoa(walKeepBytes) + ")&_txlock=immediate"
+	// The writer's WAL writes are gathered into one write per commit
+	// (walbuf.go).
+	vfs, err := walVFSReady()
+	if err != nil {
+		_ = unlock()
+		return nil, err
+	}
+	if vfs != "" {
+		writeDSN += "&vfs=" + vfs
+	}
 	var wsql *sql.DB
-	var err error
 	if memory {
 		// The only connection: the index is attached to it, in memory.
 		wsql, err = openAttached(":memory:?_pragma=busy_timeout(5000)&_txlock=immediate", ":memory:")

@@ -170,25 +170,31 @@ func TestWALStartsOverUnderLoad(t *testing.T) {
 	}
 	salt := walSalt(t, db)
 
-	const writers, each = 4, 300
-	inParallel(t, writers, func(w int) error {
-		for i := range each {
-			if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("w%d-%d", w, i))}); err != nil {
-				return err
-			}
+	// Rounds of inserts go on until the WAL has started over: the
+	// checkpointer pauses checkpointPause between checkpoints, and a fast
+	// machine writes a round in less. SQLite changes the salt in the WAL
+	// header each time the WAL starts over.
+	const writers, each, rounds = 4, 300, 20
+	inserted := 1
+	for round := 0; walSalt(t, db) == salt; round++ {
+		if round == rounds {
+			t.Fatalf("the WAL never started over during %d inserts (restart past %d frames)", inserted-1, db.walRestart)
 		}
-		return nil
-	})
-	// SQLite changes the salt in the WAL header each time the WAL starts
-	// over.
-	if walSalt(t, db) == salt {
-		t.Errorf("the WAL never started over during %d inserts (restart past %d frames)", writers*each, db.walRestart)
+		inParallel(t, writers, func(w int) error {
+			for i := range each {
+				if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("r%d-w%d-%d", round, w, i))}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		inserted += writers * each
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(storedIDs(t, openURL(t, url))); n != writers*each+1 {
-		t.Fatalf("%d rows after reopening, want %d", n, writers*each+1)
+	if n := len(storedIDs(t, openURL(t, url))); n != inserted {
+		t.Fatalf("%d rows after reopening, want %d", n, inserted)
 	}
 }
 
