@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/uptrace/bun"
 )
@@ -23,11 +24,20 @@ import (
 //
 // On a SQLite file the counts outlive the process: Close saves them in
 // search_counts and Open loads them back (saveCounts, loadCounts), so a
-// restart does not count every common q anew.
+// restart does not count every common q anew. The writer also saves them
+// while the store runs, at most every countSaveEvery and only when they
+// changed, so that a crash (a kill, a power loss) loses at most that much
+// of them.
 //
 // Postgres uses the same cache with another watermark, a transaction id
 // (see countMatchesPostgres): there, upTo is a snapshot's xmin and n counts
 // the matches among the rows with xid below it.
+
+// countSaveEvery is how often, at most, the writer saves the remembered
+// counts of a SQLite file while the store runs (saveCountsDue). A save
+// replaces every row of search_counts in one transaction, a few ms for a
+// full cache, between two batches.
+const countSaveEvery = time.Minute
 
 // countCacheEntries bounds the number of remembered counts.
 const countCacheEntries = 4096
@@ -66,6 +76,7 @@ type countCache struct {
 	mu      sync.Mutex
 	entries map[countKey]*list.Element // of *countEntry
 	order   list.List                  // most recently used first
+	changes uint64                     // counts added, moved forward or cleared so far
 }
 
 func (k countKey) cacheable() bool {
@@ -98,9 +109,11 @@ func (c *countCache) put(k countKey, n, upTo int64) {
 		c.order.MoveToFront(el)
 		if e := el.Value.(*countEntry); upTo > e.upTo {
 			e.n, e.upTo = n, upTo
+			c.changes++
 		}
 		return
 	}
+	c.changes++
 	if c.entries == nil {
 		c.entries = make(map[countKey]*list.Element)
 	}
@@ -118,6 +131,14 @@ func (c *countCache) clear() {
 	defer c.mu.Unlock()
 	clear(c.entries)
 	c.order.Init()
+	c.changes++
+}
+
+// version returns a number that changes whenever the remembered counts do.
+func (c *countCache) version() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changes
 }
 
 // len returns the number of remembered counts.
@@ -201,20 +222,42 @@ func (db *DB) loadCounts(ctx context.Context) error {
 	return nil
 }
 
+// saveCountsDue saves the remembered counts if they changed since the last
+// save and the last save is at least the interval stored in
+// db.countSaveNanos old. Only the writer goroutine calls it, between
+// batches; it holds the gate like a batch. A failed save is tried again at
+// the next one: it costs only the counts a crash would lose.
+func (db *DB) saveCountsDue() {
+	if !db.persistsCounts() || time.Since(db.countsSavedAt) < time.Duration(db.countSaveNanos.Load()) {
+		return
+	}
+	db.countsSavedAt = time.Now()
+	v := db.counts.version()
+	if v == db.countsSaved {
+		return
+	}
+	db.gate.Lock()
+	err := db.saveCounts(context.Background())
+	db.gate.Unlock()
+	if err == nil {
+		db.countsSaved = v
+	}
+}
+
 // saveCounts replaces the counts in search_counts with those of the count
 // cache, in one transaction on the writer's connection. Close calls it once
-// the writer has stopped. Once a WAL fsync has failed it does nothing:
-// writes are refused then, and the file may lack rows that were counted.
+// the writer has stopped, and the writer between two batches
+// (saveCountsDue). Once a WAL fsync has failed it does nothing: writes are
+// refused then, and the file may lack rows that were counted.
 //
 // Why a saved count never counts a row the database lacks: every row it
 // counts was committed before the count was taken, so before this
-// transaction commits; the syncer has also synced every commit of this
-// store before the writer stopped. After a clean shutdown all of them are
-// in the file.
-// After a crash or power loss, recovery keeps the WAL up to its last valid
-// commit, a prefix of the commits in order (walsync.go): if this
-// transaction survives, so does every commit before it, and with them
-// every row it counts. Losing the save itself only costs the counts.
+// transaction commits. Recovery after a crash or power loss keeps the WAL
+// up to its last valid commit, a prefix of the commits in order
+// (walsync.go): if this transaction survives, so does every commit before
+// it, and with them every row it counts. This holds for a save while the
+// writer runs too, whose commit no fsync has covered yet. Losing the save
+// itself only costs the counts.
 func (db *DB) saveCounts(ctx context.Context) error {
 	if !db.persistsCounts() || db.walBroken() != nil {
 		return nil

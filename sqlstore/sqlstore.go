@@ -142,6 +142,12 @@ type DB struct {
 	words    wordIndex     // the word index's token ids and state (words.go; SQLite)
 	probeMax int64         // if > 0, the ids a search plan reads at most (tests)
 
+	// The writer's saves of counts while it runs (saveCountsDue); the
+	// interval is a field so that tests can shorten it.
+	countSaveNanos atomic.Int64
+	countsSavedAt  time.Time // writer goroutine only
+	countsSaved    uint64    // counts.version() at the last save; writer goroutine only
+
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
 
 	metrics   *storeMetrics // GET /metrics (metrics.go)
@@ -331,6 +337,8 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := db.loadCounts(ctx); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
+	db.countSaveNanos.Store(int64(countSaveEvery))
+	db.countsSavedAt, db.countsSaved = time.Now(), db.counts.version() // what was loaded is saved
 	go db.runWriter()
 	go db.runCheckpointer()
 	go db.runIndexer()

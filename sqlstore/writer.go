@@ -85,9 +85,24 @@ func (db *DB) runWriter() {
 		close(acks)
 		<-synced // every batch answered
 	}()
+	// While no insert comes, the writer still wakes to save the counts
+	// (saveCountsDue); after a batch it checks whether a save is due.
+	var idle <-chan time.Time
+	if db.persistsCounts() {
+		t := time.NewTicker(countSaveEvery)
+		defer t.Stop()
+		idle = t.C
+	}
 	var batch []*insertRequest
 	for {
-		first, ok := <-db.queue
+		var first *insertRequest
+		var ok bool
+		select {
+		case first, ok = <-db.queue:
+		case <-idle:
+			db.saveCountsDue()
+			continue
+		}
 		if !ok {
 			return
 		}
@@ -129,6 +144,7 @@ func (db *DB) runWriter() {
 		if db.metrics.handoff != nil { // a SQLite file only
 			db.metrics.handoff.Observe(since(start))
 		}
+		db.saveCountsDue()
 	}
 }
 
