@@ -31,7 +31,9 @@ import (
 //
 // Postgres uses the same cache with another watermark, a transaction id
 // (see countMatchesPostgres): there, upTo is a snapshot's xmin and n counts
-// the matches among the rows with xid below it.
+// the matches among the rows with xid below it. Its counts are saved and
+// loaded the same way, in a table of the database that every replica
+// shares (postgres_counts.go).
 
 // countSaveEvery is how often, at most, the writer saves the remembered
 // counts of a SQLite file while the store runs (saveCountsDue). A save
@@ -160,16 +162,25 @@ func (c *countCache) all() []countEntry {
 }
 
 // persistsCounts reports whether the count cache is kept in search_counts
-// across restarts: on a SQLite file only. Postgres has no such table, and
-// a :memory: database (the only SQLite store without a WAL file) ends with
+// across restarts: on Postgres (postgres_counts.go) and on a SQLite file. A
+// :memory: database (the only SQLite store without a WAL file) ends with
 // the store.
 func (db *DB) persistsCounts() bool {
-	return !db.postgres && db.walPath != ""
+	return db.postgres || db.walPath != ""
+}
+
+// startCountSaves starts the writer's saves of counts (saveCountsDue) from
+// what loadCounts loaded, which is saved already. Open calls it before the
+// writer starts.
+func (db *DB) startCountSaves() {
+	db.countSaveNanos.Store(int64(countSaveEvery))
+	db.countsSavedAt, db.countsSaved = time.Now(), db.counts.version()
 }
 
 // loadCounts fills the count cache with the counts that the last Close
-// saved. Open calls it before the writer starts. An error means the
-// database cannot be read, and fails Open.
+// saved, or the last save while the store ran. Open calls it before the
+// writer starts. An error means the database cannot be read, and fails
+// Open. What follows is SQLite's; Postgres's is loadCountsPostgres.
 //
 // A saved count holds only for the messages it was taken on: n matches
 // among the rows with id <= up_to, with every later row above up_to. Close
@@ -187,6 +198,9 @@ func (db *DB) persistsCounts() bool {
 func (db *DB) loadCounts(ctx context.Context) error {
 	if !db.persistsCounts() {
 		return nil
+	}
+	if db.postgres {
+		return db.loadCountsPostgres(ctx)
 	}
 	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var maxID, maxUpTo int64
@@ -248,7 +262,8 @@ func (db *DB) saveCountsDue() {
 // cache, in one transaction on the writer's connection. Close calls it once
 // the writer has stopped, and the writer between two batches
 // (saveCountsDue). Once a WAL fsync has failed it does nothing: writes are
-// refused then, and the file may lack rows that were counted.
+// refused then, and the file may lack rows that were counted. What follows
+// is SQLite's; Postgres's is saveCountsPostgres.
 //
 // Why a saved count never counts a row the database lacks: every row it
 // counts was committed before the count was taken, so before this
@@ -260,6 +275,12 @@ func (db *DB) saveCountsDue() {
 // itself only costs the counts.
 func (db *DB) saveCounts(ctx context.Context) error {
 	if !db.persistsCounts() || db.walBroken() != nil {
+		return nil
+	}
+	if db.postgres {
+		if err := db.saveCountsPostgres(ctx); err != nil {
+			return fmt.Errorf("sqlstore: saving the search counts: %w", err)
+		}
 		return nil
 	}
 	entries := db.counts.all()

@@ -388,17 +388,3 @@ func TestCountsNotSavedInMemory(t *testing.T) {
 	}
 	closeStore(t, db)
 }
-
-// TestCountsPostgresNoOp: on Postgres neither loading nor saving touches
-// the database (a DB without connections would panic).
-func TestCountsPostgresNoOp(t *testing.T) {
-	db := &DB{postgres: true, walPath: "unused"}
-	db.counts.put(countKey{text: "X"}, 1, 1)
-	ctx := context.Background()
-	if err := db.loadCounts(ctx); err != nil {
-		t.Errorf("loadCounts: %v", err)
-	}
-	if err := db.saveCounts(ctx); err != nil {
-		t.Errorf("saveCounts: %v", err)
-	}
-}

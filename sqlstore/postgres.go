@@ -104,6 +104,12 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 		_ = rsql.Close()
 		return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
 	}
+	if err := db.loadCounts(ctx); err != nil {
+		_ = wsql.Close()
+		_ = rsql.Close()
+		return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
+	}
+	db.startCountSaves()
 	close(db.checkpointDone) // Postgres checkpoints itself: no checkpointer
 	go db.runWriter()
 	return db, nil

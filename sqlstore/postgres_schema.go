@@ -60,6 +60,21 @@ var postgresMigrations = []string{
 	ALTER TABLE messages ALTER COLUMN xid SET DEFAULT pg_current_xact_id();
 	CREATE INDEX messages_xid ON messages (xid) WHERE xid IS NOT NULL;
 	ANALYZE messages;`,
+
+	// The remembered search counts (postgres_counts.go), saved by each
+	// replica and loaded by every one that starts: n matches among the
+	// rows with xid below up_to, a transaction id of the cluster named by
+	// server (its system identifier), counted on timeline.
+	`CREATE TABLE search_counts (
+		server   text COLLATE "C" NOT NULL,
+		sender   text COLLATE "C" NOT NULL,
+		since    text COLLATE "C" NOT NULL,
+		text     text COLLATE "C" NOT NULL,
+		n        bigint NOT NULL,
+		up_to    bigint NOT NULL,
+		timeline bigint NOT NULL,
+		PRIMARY KEY (server, sender, since, text)
+	);`,
 }
 
 // migrationLock is the key of the advisory lock that serializes migrations

@@ -147,6 +147,7 @@ type DB struct {
 	countSaveNanos atomic.Int64
 	countsSavedAt  time.Time // writer goroutine only
 	countsSaved    uint64    // counts.version() at the last save; writer goroutine only
+	pgTimeline     int64     // Postgres: the timeline at the last load or save of counts
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
 
@@ -337,8 +338,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if err := db.loadCounts(ctx); err != nil {
 		return fail(fmt.Errorf("sqlstore: %s: %w", path, err))
 	}
-	db.countSaveNanos.Store(int64(countSaveEvery))
-	db.countsSavedAt, db.countsSaved = time.Now(), db.counts.version() // what was loaded is saved
+	db.startCountSaves()
 	go db.runWriter()
 	go db.runCheckpointer()
 	go db.runIndexer()
