@@ -41,6 +41,11 @@ import (
 // full cache, between two batches.
 const countSaveEvery = time.Minute
 
+// countSaveTimeout bounds one save of the counts, so that a database that
+// does not answer (a Postgres server gone away) holds up neither the
+// writer nor Close for long; the counts are only a cache.
+const countSaveTimeout = 10 * time.Second
+
 // countCacheEntries bounds the number of remembered counts.
 const countCacheEntries = 4096
 
@@ -250,8 +255,10 @@ func (db *DB) saveCountsDue() {
 	if v == db.countsSaved {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), countSaveTimeout)
+	defer cancel()
 	db.gate.Lock()
-	err := db.saveCounts(context.Background())
+	err := db.saveCounts(ctx)
 	db.gate.Unlock()
 	if err == nil {
 		db.countsSaved = v

@@ -378,7 +378,9 @@ func (db *DB) Close() error {
 		}
 		close(db.checkpoints)
 		<-db.checkpointDone
-		db.closeErr = errors.Join(db.closeErr, db.saveCounts(context.Background())) // the writer and the checkpointer have stopped
+		saveCtx, cancel := context.WithTimeout(context.Background(), countSaveTimeout)
+		db.closeErr = errors.Join(db.closeErr, db.saveCounts(saveCtx)) // the writer and the checkpointer have stopped
+		cancel()
 		for _, st := range db.inserts {
 			db.closeErr = errors.Join(db.closeErr, st.Close())
 		}

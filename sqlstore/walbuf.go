@@ -49,9 +49,8 @@ const (
 var walVFS struct {
 	once     sync.Once
 	err      error
-	tls      *libc.TLS // for allocations outside a callback
-	origVFS  uintptr   // the default VFS, which opens and does the I/O
-	origOpen uintptr   // its xOpen
+	origVFS  uintptr // the default VFS, which opens and does the I/O
+	origOpen uintptr // its xOpen
 
 	mu      sync.Mutex
 	methods map[uintptr]uintptr // the default VFS's io methods of a WAL file -> the combining copy
@@ -82,6 +81,7 @@ func walVFSReady() (string, error) {
 
 func registerWALVFS() error {
 	tls := libc.NewTLS()
+	defer tls.Close()
 	orig := sqlite3.Xsqlite3_vfs_find(tls, 0)
 	if orig == 0 {
 		return fmt.Errorf("sqlstore: SQLite has no default VFS")
@@ -91,7 +91,7 @@ func registerWALVFS() error {
 	if err != nil {
 		return err
 	}
-	walVFS.tls, walVFS.origVFS, walVFS.origOpen = tls, orig, v.FxOpen
+	walVFS.origVFS, walVFS.origOpen = orig, v.FxOpen
 	walVFS.methods = map[uintptr]uintptr{}
 	v.FpNext = 0
 	v.FzName = name
