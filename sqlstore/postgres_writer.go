@@ -3,7 +3,6 @@ package sqlstore
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -62,17 +61,53 @@ func (db *DB) writeBatchPostgres(batch []*insertRequest) error {
 	return nil
 }
 
-// insertPostgres runs one batch's transaction: msgs sorted by id, each id
-// once. It returns the ids that were new.
-func (db *DB) insertPostgres(ctx context.Context, msgs []*msgsvc.Message, probe bool) (map[string]bool, error) {
-	tx, err := db.write.DB.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, fmt.Errorf("sqlstore: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // a no-op after Commit
+// insertPostgresSQL writes one batch in one statement, so in one round
+// trip and one implicit transaction, where a transaction of its own
+// statements took six: the rows ($1..$7, sorted by message_id), then the
+// per-sender counts of the new ones, the per-hour counts and the totals,
+// each sorted by key and in that order (Postgres runs the data-modifying
+// parts of a WITH in the order they are written, after the one the main
+// query reads). The totals row, which every batch locks, comes last, so it
+// is held for the shortest time. A sender whose count after the batch is
+// what the batch added is a new sender. It returns the ids that were new.
+const insertPostgresSQL = `WITH ins AS (
+	INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_fold)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+	ON CONFLICT (message_id) DO NOTHING
+	RETURNING message_id, sender, ts, ts_key
+), added AS (
+	SELECT sender, count(*) AS n FROM ins GROUP BY sender
+), snd AS (
+	INSERT INTO senders (sender, n) SELECT sender, n FROM added ORDER BY sender
+	ON CONFLICT (sender) DO UPDATE SET n = senders.n + excluded.n
+	RETURNING sender, n
+), hrs AS (
+	INSERT INTO ts_hours (hour, n) SELECT substr(ts_key, 1, 13), count(*) FROM ins GROUP BY 1 ORDER BY 1
+	ON CONFLICT (hour) DO UPDATE SET n = ts_hours.n + excluded.n
+), f AS (
+	SELECT ts_key, message_id, ts FROM ins ORDER BY ts_key, message_id LIMIT 1
+), l AS (
+	SELECT ts_key, message_id, ts FROM ins ORDER BY ts_key DESC, message_id DESC LIMIT 1
+), tot AS (
+	UPDATE totals SET
+		messages  = messages + (SELECT count(*) FROM ins),
+		senders   = senders + (SELECT count(*) FROM snd JOIN added USING (sender) WHERE snd.n = added.n),
+		first_key = CASE WHEN first_key IS NULL OR (f.ts_key, f.message_id) < (first_key, first_id) THEN f.ts_key ELSE first_key END,
+		first_ts  = CASE WHEN first_key IS NULL OR (f.ts_key, f.message_id) < (first_key, first_id) THEN f.ts ELSE first_ts END,
+		first_id  = CASE WHEN first_key IS NULL OR (f.ts_key, f.message_id) < (first_key, first_id) THEN f.message_id ELSE first_id END,
+		last_key  = CASE WHEN last_key IS NULL OR (l.ts_key, l.message_id) > (last_key, last_id) THEN l.ts_key ELSE last_key END,
+		last_ts   = CASE WHEN last_key IS NULL OR (l.ts_key, l.message_id) > (last_key, last_id) THEN l.ts ELSE last_ts END,
+		last_id   = CASE WHEN last_key IS NULL OR (l.ts_key, l.message_id) > (last_key, last_id) THEN l.message_id ELSE last_id END
+	FROM f, l WHERE totals.id = 1
+)
+SELECT message_id FROM ins`
 
+// insertPostgres writes one batch: msgs sorted by id, each id once. It
+// returns the ids that were new. A probe with no new row updates the
+// totals row to itself, so that the commit writes and flushes WAL like any
+// other.
+func (db *DB) insertPostgres(ctx context.Context, msgs []*msgsvc.Message, probe bool) (map[string]bool, error) {
 	isNew := make(map[string]bool, len(msgs))
-	var t tally
 	if len(msgs) > 0 {
 		cols := [7][]*string{}
 		for i := range cols {
@@ -86,10 +121,7 @@ func (db *DB) insertPostgres(ctx context.Context, msgs []*msgsvc.Message, probe 
 				cols[5][i], cols[6][i] = m.Text, &fold
 			}
 		}
-		rows, err := tx.QueryContext(ctx, `INSERT INTO messages (message_id, sender, recipient, ts, ts_key, text, text_fold)
-			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-			ON CONFLICT (message_id) DO NOTHING RETURNING message_id`,
-			cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6])
+		rows, err := db.write.DB.QueryContext(ctx, insertPostgresSQL, cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6])
 		if err != nil {
 			return nil, fmt.Errorf("sqlstore: insert: %w", err)
 		}
@@ -104,88 +136,11 @@ func (db *DB) insertPostgres(ctx context.Context, msgs []*msgsvc.Message, probe 
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return nil, fmt.Errorf("sqlstore: insert: %w", err)
 		}
-		for _, m := range msgs {
-			if isNew[m.MessageID] {
-				t.add(m)
-			}
-		}
 	}
-	if t.messages > 0 {
-		if err := t.writePostgres(ctx, tx); err != nil {
-			return nil, err
-		}
-	} else if probe {
-		// Nothing new, but the probe asks whether writes commit: lock and
-		// rewrite the totals row, so the commit writes WAL like any other.
-		if _, err := tx.ExecContext(ctx, `UPDATE totals SET messages = messages WHERE id = 1`); err != nil {
+	if len(isNew) == 0 && probe {
+		if _, err := db.write.DB.ExecContext(ctx, `UPDATE totals SET messages = messages WHERE id = 1`); err != nil {
 			return nil, fmt.Errorf("sqlstore: probe: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("sqlstore: commit: %w", err)
-	}
 	return isNew, nil
-}
-
-// writePostgres adds the tally to senders, ts_hours and totals, in that
-// order and each sorted by key. The totals row, which every batch locks,
-// comes last, so it is held for the shortest time.
-func (t *tally) writePostgres(ctx context.Context, tx *sql.Tx) error {
-	senders := slices.Clone(t.senders)
-	slices.SortFunc(senders, func(a, b senderDelta) int { return cmp.Compare(a.sender, b.sender) })
-	names, counts := make([]string, len(senders)), make([]int64, len(senders))
-	for i, d := range senders {
-		names[i], counts[i] = d.sender, d.n
-	}
-	rows, err := tx.QueryContext(ctx, `INSERT INTO senders (sender, n)
-		SELECT * FROM unnest($1::text[], $2::bigint[])
-		ON CONFLICT (sender) DO UPDATE SET n = senders.n + excluded.n RETURNING sender, n`, names, counts)
-	if err != nil {
-		return fmt.Errorf("sqlstore: counting senders: %w", err)
-	}
-	// A sender is new when its count is now exactly what this batch added.
-	var newSenders int64
-	for rows.Next() {
-		var sender string
-		var n int64
-		if err := rows.Scan(&sender, &n); err != nil {
-			rows.Close()
-			return fmt.Errorf("sqlstore: counting senders: %w", err)
-		}
-		if n == t.senders[t.senderIndex[sender]].n {
-			newSenders++
-		}
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-		return fmt.Errorf("sqlstore: counting senders: %w", err)
-	}
-
-	hours := make([]string, 0, len(t.hours))
-	for h := range t.hours {
-		hours = append(hours, h)
-	}
-	slices.Sort(hours)
-	hourCounts := make([]int64, len(hours))
-	for i, h := range hours {
-		hourCounts[i] = t.hours[h]
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO ts_hours (hour, n)
-		SELECT * FROM unnest($1::text[], $2::bigint[])
-		ON CONFLICT (hour) DO UPDATE SET n = ts_hours.n + excluded.n`, hours, hourCounts); err != nil {
-		return fmt.Errorf("sqlstore: counting hours: %w", err)
-	}
-
-	_, err = tx.ExecContext(ctx, `UPDATE totals SET messages = messages + $1, senders = senders + $2,
-		first_key = CASE WHEN first_key IS NULL OR ($3, $4) < (first_key, first_id) THEN $3 ELSE first_key END,
-		first_ts  = CASE WHEN first_key IS NULL OR ($3, $4) < (first_key, first_id) THEN $5 ELSE first_ts END,
-		first_id  = CASE WHEN first_key IS NULL OR ($3, $4) < (first_key, first_id) THEN $4 ELSE first_id END,
-		last_key  = CASE WHEN last_key IS NULL OR ($6, $7) > (last_key, last_id) THEN $6 ELSE last_key END,
-		last_ts   = CASE WHEN last_key IS NULL OR ($6, $7) > (last_key, last_id) THEN $8 ELSE last_ts END,
-		last_id   = CASE WHEN last_key IS NULL OR ($6, $7) > (last_key, last_id) THEN $7 ELSE last_id END
-		WHERE id = 1`,
-		t.messages, newSenders, t.firstKey, t.first.MessageID, t.first.TS, t.lastKey, t.last.MessageID, t.last.TS)
-	if err != nil {
-		return fmt.Errorf("sqlstore: updating totals: %w", err)
-	}
-	return nil
 }

@@ -1154,6 +1154,21 @@ func (s suite) testStatsFirstAndLast(t *testing.T) {
 	insert(t, st, batch...)
 	m.add(batch...)
 	checkStats(t, stats(t, st), m.stats())
+	// Ties within one batch: of two messages at one instant, the larger id
+	// is the later and the smaller the earlier, whatever their order in
+	// the batch; each keeps its ts as received.
+	ties := []msgsvc.Message{
+		message("tie-r", senderA, "2027-01-01T00:00:00.000Z", nil),
+		message("tie-q", senderA, "2027-01-01T00:00:00Z", nil),
+		message("tie-d", senderB, "2020-01-01T00:00:00Z", nil),
+		message("tie-c", senderB, "2020-01-01T00:00:00.0Z", nil),
+	}
+	insert(t, st, ties...)
+	m.add(ties...)
+	checkStats(t, stats(t, st), m.stats())
+	if got := stats(t, st); got.FirstTS == nil || *got.FirstTS != "2020-01-01T00:00:00.0Z" || got.LastTS == nil || *got.LastTS != "2027-01-01T00:00:00.000Z" {
+		t.Errorf("FirstTS, LastTS = %v, %v; want the ts of tie-c and tie-r as received", got.FirstTS, got.LastTS)
+	}
 }
 
 func (s suite) testStatsConcurrentInserts(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -460,9 +459,14 @@ func (q *queries) nextLive(int, int) (string, request) {
 }
 
 // holdDaemon runs only webhook ingest against the seeded database for
-// o.hold, for profiling the daemon from outside (perf, pprof).
+// o.hold, for profiling the daemon from outside (perf, pprof): big.db in
+// -dir, or with -postgres the benchmark's big database.
 func holdDaemon(ctx context.Context, o options) error {
-	d, err := startDaemon(o, "sqlite:///"+filepath.Join(o.dir, "big.db"))
+	url, err := o.bigDatabase(ctx, true)
+	if err != nil {
+		return err
+	}
+	d, err := startDaemon(o, url)
 	if err != nil {
 		return err
 	}

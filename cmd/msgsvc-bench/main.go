@@ -75,7 +75,7 @@ func main() {
 	flag.StringVar(&o.secret, "secret", "bench-secret", "webhook secret")
 	flag.StringVar(&o.postgres, "postgres", "", "a postgres:// URL of a role that may create databases: run the store workloads on new databases there ("+pgEmptyDatabase+", "+pgBigDatabase+") instead of SQLite files in -dir")
 	flag.BoolVar(&o.reuseSeed, "reuse-seed", false, "reuse big.db already seeded in -dir instead of seeding again")
-	flag.DurationVar(&o.hold, "ingest-only", 0, "only drive webhook ingest against big.db in -dir for this long (for profiling)")
+	flag.DurationVar(&o.hold, "ingest-only", 0, "only drive webhook ingest against big.db in -dir (with -postgres, its big database) for this long (for profiling)")
 	flag.DurationVar(&o.soak, "soak", 0, "run the soak for this long instead of the benchmark, then the connection flood")
 	flag.DurationVar(&o.sample, "sample", 10*time.Second, "soak: how often to sample the daemon")
 	flag.IntVar(&o.rate, "rate", 0, "soak: at most this many requests a second from all connections together (0: no limit)")
