@@ -19,9 +19,10 @@ const WhatsAppObject = "whatsapp_business_account"
 
 // Bounds of a delivery's Unix-seconds timestamp: the instants a message
 // timestamp can name, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+// Typed, so that 32-bit targets, where they overflow an int, build.
 const (
-	minUnixSeconds = -62135596800
-	maxUnixSeconds = 253402300799
+	minUnixSeconds int64 = -62135596800
+	maxUnixSeconds int64 = 253402300799
 )
 
 // Placeholders stand in for a field that already failed in the delivery's own
