@@ -36,9 +36,9 @@ import (
 // shares (postgres_counts.go).
 
 // countSaveEvery is how often, at most, the writer saves the remembered
-// counts of a SQLite file while the store runs (saveCountsDue). A save
-// replaces every row of search_counts in one transaction, a few ms for a
-// full cache, between two batches.
+// counts while the store runs (saveCountsDue). A save is one transaction
+// between two batches, a few ms for a full cache: on SQLite it replaces
+// every row of search_counts, on Postgres it upserts them.
 const countSaveEvery = time.Minute
 
 // countSaveTimeout bounds one save of the counts, so that a database that

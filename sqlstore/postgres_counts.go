@@ -31,9 +31,9 @@ import (
 //     timeline, so a replica saves only while the timeline is the one it
 //     saw at its last save or at its start; on a new one it forgets its
 //     counts instead, and a count is loaded only on the timeline it was
-//     counted... saved on. A restore that keeps the timeline (a copy of the
-//     data directory started anew) is caught when the counter is still below
-//     a watermark, at a save or a load; past it, nothing tells, and the
+//     saved on. A restore that keeps the timeline (a copy of the data
+//     directory started anew) is caught when the counter is still below a
+//     watermark, at a save or a load; past it, nothing tells, and the
 //     replicas must be restarted after such a restore (see the README).
 
 // countsSnapshotQuery reads, in one round trip, the cluster's system
