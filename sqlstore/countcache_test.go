@@ -175,18 +175,7 @@ func TestCountsSurviveReopen(t *testing.T) {
 		{Text: "a", From: bigSender, Since: &since},
 		{Text: `"quoted"`},
 	}
-	type count struct{ n, upTo int64 }
-	saved := map[countKey]count{}
-	for i := range qs {
-		qs[i].Limit = 10
-		checkTotal(t, db, msgs, qs[i])
-		k := totalKey(qs[i])
-		n, upTo, ok := db.counts.get(k)
-		if !ok {
-			t.Fatalf("the total of %+v was not remembered", qs[i])
-		}
-		saved[k] = count{n, upTo}
-	}
+	saved := rememberTotals(t, db, msgs, qs)
 	remembered := db.counts.all()
 	closeStore(t, db)
 

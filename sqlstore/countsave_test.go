@@ -18,18 +18,7 @@ func TestCountsSavedWhileRunning(t *testing.T) {
 	db, _, _ := openCountsFile(t, msgs)
 	holdCheckpointer(t, db)
 	qs := []msgsvc.Query{{Text: "ALPHA"}, {Text: "beta", From: bigSender}}
-	type count struct{ n, upTo int64 }
-	want := map[countKey]count{}
-	for i := range qs {
-		qs[i].Limit = 10
-		checkTotal(t, db, msgs, qs[i])
-		k := totalKey(qs[i])
-		n, upTo, ok := db.counts.get(k)
-		if !ok {
-			t.Fatalf("the total of %+v was not remembered", qs[i])
-		}
-		want[k] = count{n, upTo}
-	}
+	want := rememberTotals(t, db, msgs, qs)
 	// A batch before a save is due saves nothing.
 	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("before")}); err != nil {
 		t.Fatal(err)
@@ -46,13 +35,7 @@ func TestCountsSavedWhileRunning(t *testing.T) {
 	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("after")}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for savedCounts(t, db) != len(want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d counts saved, want %d", savedCounts(t, db), len(want))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSaved(t, len(want), func() int { return savedCounts(t, db) })
 	copied := openURL(t, crashCopy(t, db))
 	for k, c := range want {
 		if n, upTo, ok := copied.counts.get(k); !ok || n != c.n || upTo != c.upTo {
@@ -75,4 +58,37 @@ func crashLoaded(t *testing.T, db *DB) int {
 	}
 	defer closeStore(t, copied)
 	return copied.counts.len()
+}
+
+// countAt is a remembered count: n matches up to a watermark.
+type countAt struct{ n, upTo int64 }
+
+// rememberTotals lists each of qs (10 to a page) on db, checks its total
+// against a scan of msgs, and returns the count db remembered for each.
+func rememberTotals(t *testing.T, db *DB, msgs []msgsvc.Message, qs []msgsvc.Query) map[countKey]countAt {
+	t.Helper()
+	counts := map[countKey]countAt{}
+	for i := range qs {
+		qs[i].Limit = 10
+		checkTotal(t, db, msgs, qs[i])
+		k := totalKey(qs[i])
+		n, upTo, ok := db.counts.get(k)
+		if !ok {
+			t.Fatalf("the total of %+v was not remembered", qs[i])
+		}
+		counts[k] = countAt{n, upTo}
+	}
+	return counts
+}
+
+// waitSaved waits up to 10 s for saved to report want saved counts.
+func waitSaved(t *testing.T, want int, saved func() int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for saved() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d counts saved, want %d", saved(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/msgsvc/msgsvc"
 	"github.com/msgsvc/msgsvc/internal/pgtest"
@@ -69,13 +68,7 @@ func TestPostgresCountsSaved(t *testing.T) {
 	if _, err := db.Insert(ctx, []msgsvc.Message{pgMessage("late", "+910", "apple late")}); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for savedPostgresCounts(t, raw) != len(queries) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d counts saved, want %d", savedPostgresCounts(t, raw), len(queries))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSaved(t, len(queries), func() int { return savedPostgresCounts(t, raw) })
 
 	// Planted counts that must not load, each under a text no search uses.
 	var server string
