@@ -41,10 +41,22 @@ import (
 // every row of search_counts, on Postgres it upserts them.
 const countSaveEvery = time.Minute
 
-// countSaveTimeout bounds one save of the counts, so that a database that
-// does not answer (a Postgres server gone away) holds up neither the
-// writer nor Close for long; the counts are only a cache.
+// countSaveTimeout bounds one save of the counts on Postgres, so that a
+// server that does not answer holds up neither the writer nor Close for
+// long; the counts are only a cache.
 const countSaveTimeout = 10 * time.Second
+
+// countSaveContext returns the context of one save of the counts: bounded
+// by countSaveTimeout on Postgres, and unbounded on SQLite, whose save
+// cannot wait on a network. There a context that can be done would cost a
+// goroutine per statement (the driver watches it to interrupt SQLite), and
+// a save of a full cache runs thousands of statements.
+func (db *DB) countSaveContext() (context.Context, context.CancelFunc) {
+	if db.postgres {
+		return context.WithTimeout(context.Background(), countSaveTimeout)
+	}
+	return context.Background(), func() {}
+}
 
 // countCacheEntries bounds the number of remembered counts.
 const countCacheEntries = 4096
@@ -255,7 +267,7 @@ func (db *DB) saveCountsDue() {
 	if v == db.countsSaved {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), countSaveTimeout)
+	ctx, cancel := db.countSaveContext()
 	defer cancel()
 	db.gate.Lock()
 	err := db.saveCounts(ctx)

@@ -378,7 +378,7 @@ func (db *DB) Close() error {
 		}
 		close(db.checkpoints)
 		<-db.checkpointDone
-		saveCtx, cancel := context.WithTimeout(context.Background(), countSaveTimeout)
+		saveCtx, cancel := db.countSaveContext()
 		db.closeErr = errors.Join(db.closeErr, db.saveCounts(saveCtx)) // the writer and the checkpointer have stopped
 		cancel()
 		for _, st := range db.inserts {
