@@ -99,15 +99,17 @@ func openPostgres(ctx context.Context, databaseURL string) (*DB, error) {
 		maxBatch:       2048,
 	}
 	db.metrics = newStoreMetrics(db, false, false)
-	if err := migratePostgres(ctx, wsql); err != nil {
-		_ = wsql.Close()
-		_ = rsql.Close()
-		return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
-	}
-	if err := db.loadCounts(ctx); err != nil {
-		_ = wsql.Close()
-		_ = rsql.Close()
-		return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
+	// The schema, then the counts the replicas saved: either failing
+	// closes the pools.
+	for _, step := range []func(context.Context) error{
+		func(ctx context.Context) error { return migratePostgres(ctx, wsql) },
+		db.loadCounts,
+	} {
+		if err := step(ctx); err != nil {
+			_ = wsql.Close()
+			_ = rsql.Close()
+			return nil, fmt.Errorf("sqlstore: postgres %s: %w", cfg.Database, unavailable(err))
+		}
 	}
 	db.startCountSaves()
 	close(db.checkpointDone) // Postgres checkpoints itself: no checkpointer

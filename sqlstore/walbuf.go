@@ -245,41 +245,49 @@ func walWrite(tls *libc.TLS, pFile, zBuf uintptr, iAmt int32, iOfst int64) int32
 	return sqlite3.SQLITE_OK
 }
 
-func walRead(tls *libc.TLS, pFile, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+// flushed returns the state of the WAL file at pFile once what it
+// gathered is written, or the error of that write. Every method but
+// xWrite and xClose starts with it, then calls the default VFS's own.
+func flushed(tls *libc.TLS, pFile uintptr) (*walBuf, int32) {
 	f := walBufOf(pFile)
-	if rc := f.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	return f, f.flush(tls, pFile)
+}
+
+func walRead(tls *libc.TLS, pFile, zBuf uintptr, iAmt int32, iOfst int64) int32 {
+	f, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return goFunc[func(*libc.TLS, uintptr, uintptr, int32, int64) int32](f.orig.FxRead)(tls, pFile, zBuf, iAmt, iOfst)
 }
 
 func walTruncate(tls *libc.TLS, pFile uintptr, size int64) int32 {
-	f := walBufOf(pFile)
-	if rc := f.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	f, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return goFunc[func(*libc.TLS, uintptr, int64) int32](f.orig.FxTruncate)(tls, pFile, size)
 }
 
 func walSync(tls *libc.TLS, pFile uintptr, flags int32) int32 {
-	f := walBufOf(pFile)
-	if rc := f.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	f, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return goFunc[func(*libc.TLS, uintptr, int32) int32](f.orig.FxSync)(tls, pFile, flags)
 }
 
 func walFileSize(tls *libc.TLS, pFile, pSize uintptr) int32 {
-	f := walBufOf(pFile)
-	if rc := f.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	f, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return goFunc[func(*libc.TLS, uintptr, uintptr) int32](f.orig.FxFileSize)(tls, pFile, pSize)
 }
 
 func walFileControl(tls *libc.TLS, pFile uintptr, op int32, pArg uintptr) int32 {
-	f := walBufOf(pFile)
-	if rc := f.flush(tls, pFile); rc != sqlite3.SQLITE_OK {
+	f, rc := flushed(tls, pFile)
+	if rc != sqlite3.SQLITE_OK {
 		return rc
 	}
 	return goFunc[func(*libc.TLS, uintptr, int32, uintptr) int32](f.orig.FxFileControl)(tls, pFile, op, pArg)
