@@ -6,3 +6,7 @@ package sqlstore
 // and measured on Linux only, and elsewhere SQLite's default VFS writes the
 // WAL as it always does.
 func walVFSReady() (string, error) { return "", nil }
+
+// pageCacheInstalled is false: the page cache wrapper (pcache.go) is built
+// where the WAL's is.
+const pageCacheInstalled = false
