@@ -66,6 +66,7 @@ func (db *DB) walBroken() error {
 func (db *DB) runSyncer(acks <-chan committed, synced chan<- struct{}) {
 	defer close(synced)
 	defer db.closeWAL()
+	defer db.closeAIO()
 	for c := range acks {
 		err := c.err
 		if err == nil {
@@ -178,7 +179,45 @@ func (db *DB) fsyncWAL() error {
 		}
 		db.wal, db.walInfo = f, fi
 	}
-	return db.wal.Sync()
+	return db.syncFile(db.wal)
+}
+
+// errAIOUnsupported marks a refusal of an asynchronous fsync (aiosync.go)
+// that a plain fsync answers instead.
+var errAIOUnsupported = errors.New("asynchronous fsync unsupported")
+
+// syncFile fsyncs f: through Linux AIO where the kernel takes it, so that
+// the syncer parks instead of holding a thread and its P (aiosync.go), and
+// with a plain fsync otherwise.
+func (db *DB) syncFile(f *os.File) error {
+	if db.aio == nil && !db.aioOff {
+		a, err := newAIOSyncer()
+		if err != nil {
+			db.aioOff = true
+		} else {
+			db.aio = a
+		}
+	}
+	if db.aio != nil {
+		err := db.aio.sync(f)
+		if err == nil {
+			db.aioSyncs++
+		}
+		if !errors.Is(err, errAIOUnsupported) {
+			return err
+		}
+		db.closeAIO()
+		db.aioOff = true
+	}
+	return f.Sync()
+}
+
+// closeAIO releases the syncer's AIO context, if it has one.
+func (db *DB) closeAIO() {
+	if db.aio != nil {
+		db.aio.close()
+		db.aio = nil
+	}
 }
 
 // closeWAL closes the syncer's descriptor of the WAL file, if open.
