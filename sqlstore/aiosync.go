@@ -17,12 +17,13 @@ import (
 // per WAL fsync. The syncer had just readied the writer and, by answering
 // a batch, that batch's callers, all on its own P, so they all waited for
 // the monitor before they could run. Submitted through Linux AIO
-// (io_submit with IOCB_CMD_FSYNC), the fsync runs in a kernel worker; its
-// completion is signalled on an eventfd that the syncer reads through Go's
-// network poller, so the syncer parks like a goroutine waiting on a socket
-// and its P runs the others at once. The fsync itself is the same call on
-// the same file (vfs_fsync), so durability is unchanged; its errors come
-// back in the completion event.
+// (io_submit with IOCB_CMD_FSYNC), the fsync runs in a kernel worker, and
+// the syncer parks like a goroutine waiting on a socket, so its P runs the
+// others at once. It wakes when the eventfd the completion is signalled on
+// turns readable (Go's network poller), or to look for the completion
+// event every aioPoll, whichever comes first. The fsync itself is the same
+// call on the same file (vfs_fsync), so durability is unchanged; its
+// errors come back in the completion event.
 //
 // Where the kernel refuses (no AIO, no eventfd, a file system without AIO
 // fsync, the process's AIO quota used up), the syncer falls back to a
@@ -149,8 +150,8 @@ func (a *aioSyncer) sync(f *os.File) error {
 	return nil
 }
 
-// close releases the AIO context and the eventfd. No fsync is in flight:
-// sync returns only once its fsync completed.
+// close releases the AIO context and the eventfd. io_destroy waits for an
+// fsync still in flight, which only a failed wait in sync leaves.
 func (a *aioSyncer) close() {
 	_, _, _ = syscall.Syscall(syscall.SYS_IO_DESTROY, a.ctx, 0, 0)
 	_ = a.event.Close()
