@@ -121,8 +121,13 @@ func TestSyncerUsesAIO(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if db.aioOff || db.aioSyncs == 0 {
-		t.Fatalf("the syncer made %d fsyncs through AIO (fell back: %v) on a kernel that takes them", db.aioSyncs, db.aioOff)
+	syncs := map[string]float64{}
+	for _, m := range gather(t, db)["store_wal_syncs_total"].GetMetric() {
+		syncs[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+	}
+	aio, plain := syncs["aio"], syncs["fsync"]
+	if db.aioOff || aio == 0 || plain != 0 {
+		t.Fatalf("the syncer made %v fsyncs through AIO and %v plain ones (fell back: %v) on a kernel that takes AIO", aio, plain, db.aioOff)
 	}
 	db, err = Open(ctx, "sqlite:///"+path)
 	if err != nil {

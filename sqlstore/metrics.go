@@ -16,9 +16,10 @@ type storeMetrics struct {
 	commit     prometheus.Histogram
 	insert     prometheus.Histogram
 	failed     prometheus.Counter
-	walSync    prometheus.Histogram // nil where commits need no WAL fsync of ours
-	handoff    prometheus.Histogram // nil where commits need no WAL fsync of ours
-	checkpoint prometheus.Histogram // nil without a checkpointer
+	walSync    prometheus.Histogram   // nil where commits need no WAL fsync of ours
+	walSyncs   *prometheus.CounterVec // by how the fsync was made; nil where commits need no WAL fsync of ours
+	handoff    prometheus.Histogram   // nil where commits need no WAL fsync of ours
+	checkpoint prometheus.Histogram   // nil without a checkpointer
 	all        []prometheus.Collector
 }
 
@@ -64,6 +65,13 @@ func newStoreMetrics(db *DB, sqlite, file bool) *storeMetrics {
 			Help:    "Duration of each fsync of the SQLite WAL; a batch's callers are answered after the one that follows its commit.",
 			Buckets: secondsBuckets(),
 		})
+		m.walSyncs = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "store_wal_syncs_total",
+			Help: "WAL fsyncs by how they were made: via=\"aio\" submitted through Linux AIO, so the syncer parks while the kernel syncs; via=\"fsync\" a plain fsync, where the kernel refuses AIO.",
+		}, []string{"via"})
+		for _, via := range []string{"aio", "fsync"} {
+			m.walSyncs.WithLabelValues(via)
+		}
 		m.handoff = prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "store_sync_handoff_seconds",
 			Help:    "Time the writer waits, after each commit, to hand the batch to the WAL syncer while the syncer finishes the batch before: the writer's throttle, which lets the next batch gather.",
@@ -74,7 +82,7 @@ func newStoreMetrics(db *DB, sqlite, file bool) *storeMetrics {
 			Help:    "Duration of each checkpoint that copies the SQLite WAL back into the database file, off the writer's path.",
 			Buckets: secondsBuckets(),
 		})
-		m.all = append(m.all, m.walSync, m.handoff, m.checkpoint)
+		m.all = append(m.all, m.walSync, m.walSyncs, m.handoff, m.checkpoint)
 	}
 	return m
 }

@@ -159,7 +159,6 @@ type DB struct {
 	wal      *os.File              // syncer goroutine only
 	aio      *aioSyncer            // syncer goroutine only: its asynchronous fsync, once set up
 	aioOff   bool                  // syncer goroutine only: the kernel refused asynchronous fsync
-	aioSyncs int64                 // syncer goroutine only: fsyncs done through AIO (tests)
 	walInfo  os.FileInfo           // of wal, to notice a new WAL file
 	syncErr  atomic.Pointer[error] // a WAL fsync failed: no more writes
 	syncHook func(err error) error // tests: replaces the outcome of each WAL fsync

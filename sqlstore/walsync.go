@@ -200,16 +200,22 @@ func (db *DB) syncFile(f *os.File) error {
 	}
 	if db.aio != nil {
 		err := db.aio.sync(f)
-		if err == nil {
-			db.aioSyncs++
-		}
 		if !errors.Is(err, errAIOUnsupported) {
+			db.countSync("aio")
 			return err
 		}
 		db.closeAIO()
 		db.aioOff = true
 	}
+	db.countSync("fsync")
 	return f.Sync()
+}
+
+// countSync counts one WAL fsync made via ("aio" or "fsync").
+func (db *DB) countSync(via string) {
+	if db.metrics != nil && db.metrics.walSyncs != nil {
+		db.metrics.walSyncs.WithLabelValues(via).Inc()
+	}
 }
 
 // closeAIO releases the syncer's AIO context, if it has one.
