@@ -5,6 +5,7 @@ package sqlstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -106,15 +107,9 @@ func TestSyncerUsesAIO(t *testing.T) {
 		a.close()
 	}
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "aio.db")
-	db, err := Open(ctx, "sqlite:///"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	db, url := openFile(t)
 	for i := range 20 {
-		text := "hello"
-		m := msgsvc.Message{MessageID: "m" + string(rune('a'+i)), From: "+14155550100", To: "+14155550101", TS: "2025-01-15T10:00:00Z", Text: &text}
-		if _, err := db.Insert(ctx, []msgsvc.Message{m}); err != nil {
+		if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("m%02d", i))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -129,12 +124,7 @@ func TestSyncerUsesAIO(t *testing.T) {
 	if db.aioOff || aio == 0 || plain != 0 {
 		t.Fatalf("the syncer made %v fsyncs through AIO and %v plain ones (fell back: %v) on a kernel that takes AIO", aio, plain, db.aioOff)
 	}
-	db, err = Open(ctx, "sqlite:///"+path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	st, err := db.Stats(ctx)
+	st, err := openURL(t, url).Stats(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
