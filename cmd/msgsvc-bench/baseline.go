@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,13 +31,64 @@ func (nullStore) List(context.Context, msgsvc.Query) (msgsvc.Page, error) { retu
 func (nullStore) Stats(context.Context) (msgsvc.Stats, error)             { return msgsvc.Stats{}, nil }
 func (nullStore) Ping(context.Context) error                              { return nil }
 
-// serveBaseline serves the handler on nullStore with the daemon's logger and
-// server settings, until ctx ends.
-func serveBaseline(ctx context.Context, addr, secret string, stdout io.Writer) error {
+// The two baselines -serve-baseline serves.
+const (
+	// baselineHandler is the msgsvc handler on nullStore: the daemon's
+	// work without the store.
+	baselineHandler = "handler"
+	// baselineMinimal is minimalWebhook: the least any signed-webhook
+	// receiver does, the baseline the issue's targets are a share of.
+	baselineMinimal = "minimal"
+)
+
+// minimalWebhook answers POST /webhook as the handler answers a new
+// message, doing only what no receiver can skip: it reads the body, checks
+// its HMAC and decodes its JSON. It validates no field, logs nothing, counts
+// nothing and stores nothing.
+func minimalWebhook(secret string) http.Handler {
+	key := []byte(secret)
+	ok := []byte(`{"status":"ok"}`)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/webhook" {
+			http.Error(w, `{"detail":"Not Found"}`, http.StatusNotFound)
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			http.Error(w, `{"detail":"body too large"}`, http.StatusRequestEntityTooLarge)
+			return
+		}
+		if msgsvc.Verify(r.Header, body, key) != nil {
+			http.Error(w, `{"detail":"invalid signature"}`, http.StatusUnauthorized)
+			return
+		}
+		var m msgsvc.Message
+		if json.Unmarshal(body, &m) != nil {
+			http.Error(w, `{"detail":"invalid JSON"}`, http.StatusUnprocessableEntity)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "15")
+		_, _ = w.Write(ok)
+	})
+}
+
+// serveBaseline serves the baseline kind (baselineHandler or
+// baselineMinimal) with the daemon's server settings until ctx ends. Only
+// the handler baseline logs its requests, with the daemon's logger.
+func serveBaseline(ctx context.Context, kind, addr, secret string, stdout io.Writer) error {
 	log := msgsvc.NewLogger(stdout, slog.LevelInfo)
-	h, err := msgsvc.New(msgsvc.Config{Store: nullStore{}, Secret: secret, Logger: log})
-	if err != nil {
-		return err
+	var h http.Handler
+	switch kind {
+	case baselineHandler:
+		var err error
+		if h, err = msgsvc.New(msgsvc.Config{Store: nullStore{}, Secret: secret, Logger: log}); err != nil {
+			return err
+		}
+	case baselineMinimal:
+		h = minimalWebhook(secret)
+	default:
+		return fmt.Errorf("-serve-baseline %q: want %q or %q", kind, baselineHandler, baselineMinimal)
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

@@ -57,17 +57,19 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if o.queriesOnly {
 		return runQueriesOnly(ctx, o, report)
 	}
-	// 1. The baseline: same handler, no storage.
-	logf("baseline: the handler on a store that keeps nothing")
-	base, err := startProc(self, []string{"-serve-baseline", "-secret", o.secret}, nil)
+	// 1. The baselines: the least a receiver does, and the same handler
+	// with no storage.
+	logf("baselines: a minimal signed-webhook receiver, and the handler on a store that keeps nothing")
+	minRes, err := measureBaseline(ctx, o, self, baselineMinimal, "ingest, minimal receiver (HMAC + JSON only)", report, nil)
 	if err != nil {
 		return err
 	}
-	ing := newIngest(o, "base", base.addr)
-	baseRes, _, baseCPU := measure(ctx, base, "ingest, no storage (baseline)", o.conns, o.duration, ing.next)
-	report(row{name: baseRes.name, res: baseRes, rss: base.peakRSS(), cpu: baseCPU})
-	if err := base.stop(); err != nil {
+	baseRes, err := measureBaseline(ctx, o, self, baselineHandler, "ingest, no storage (baseline)", report, &minRes)
+	if err != nil {
 		return err
+	}
+	ratios := func(res result) (float64, float64) {
+		return res.throughput() / baseRes.throughput(), res.throughput() / minRes.throughput()
 	}
 
 	// 2. Ingest on an empty store.
@@ -79,14 +81,16 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ing = newIngest(o, "empty", d.addr)
+	ing := newIngest(o, "empty", d.addr)
 	var cycles []string // what the writer did in each ingest workload
 	res, cpu, cycle, err := measureIngest(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
 	if err != nil {
 		return err
 	}
 	cycles = append(cycles, cycle)
-	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput(), cpu: cpu})
+	r := row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu}
+	r.ratio, r.minRatio = ratios(res)
+	report(r)
 	if err := ing.check(d.addr, 0, res); err != nil {
 		return err
 	}
@@ -126,7 +130,9 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	cycles = append(cycles, cycle)
-	report(row{name: res.name, res: res, rss: d.peakRSS(), ratio: res.throughput() / baseRes.throughput(), cpu: cpu})
+	r = row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu}
+	r.ratio, r.minRatio = ratios(res)
+	report(r)
 	if err := ing.check(d.addr, before, res); err != nil {
 		return err
 	}
@@ -138,17 +144,20 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 
 	fmt.Fprintf(out, "\nmsgsvc-bench: %d CPUs (%s), %s store, %s per workload, %d webhook connections (%.0f%% duplicates), %d query connections, %d seeded messages, load generator on the same machine\n\n",
 		runtime.NumCPU(), cpuModel(), o.backend(), o.duration, o.conns, 100*o.dupShare, o.queryConns, o.seed)
-	fmt.Fprintln(out, "| workload | req/s | × baseline | p50 ms | p99 ms | max ms | daemon CPU µs/req | errors |")
-	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(out, "| workload | req/s | × baseline | × minimal | p50 ms | p99 ms | max ms | daemon CPU µs/req | errors |")
+	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, r := range rows {
-		ratio, cpu := "", ""
+		ratio, minRatio, cpu := "", "", ""
 		if r.ratio > 0 {
 			ratio = fmt.Sprintf("%.2f", r.ratio)
+		}
+		if r.minRatio > 0 {
+			minRatio = fmt.Sprintf("%.2f", r.minRatio)
 		}
 		if r.cpu > 0 {
 			cpu = us(r.cpu)
 		}
-		fmt.Fprintf(out, "| %s | %.0f | %s | %s | %s | %s | %s | %d |\n", strings.TrimSpace(r.name), r.res.throughput(), ratio,
+		fmt.Fprintf(out, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %d |\n", strings.TrimSpace(r.name), r.res.throughput(), ratio, minRatio,
 			ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), cpu, r.res.errors)
 	}
 	fmt.Fprintf(out, "\nseeding rate: %.0f messages/s; daemon peak RSS (VmHWM): %.0f MiB\n", rate, peak)
@@ -157,6 +166,24 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		fmt.Fprintf(out, "- %s\n", c)
 	}
 	return nil
+}
+
+// measureBaseline serves the baseline kind from this program (self) in a
+// process of its own, measures webhook ingest against it and reports the
+// row; with minimal, the row also gets its ratio to that minimal baseline.
+func measureBaseline(ctx context.Context, o options, self, kind, name string, report func(row), minimal *result) (result, error) {
+	p, err := startProc(self, []string{"-serve-baseline", kind, "-secret", o.secret}, nil)
+	if err != nil {
+		return result{}, err
+	}
+	ing := newIngest(o, "base-"+kind, p.addr)
+	res, _, cpu := measure(ctx, p, name, o.conns, o.duration, ing.next)
+	r := row{name: res.name, res: res, rss: p.peakRSS(), cpu: cpu}
+	if minimal != nil {
+		r.minRatio = res.throughput() / minimal.throughput()
+	}
+	report(r)
+	return res, p.stop()
 }
 
 // measureIngest measures webhook ingest like measure, and also returns what
@@ -254,8 +281,10 @@ type row struct {
 	name  string
 	res   result
 	rss   float64
-	ratio float64
-	cpu   time.Duration // the daemon's CPU time per request; 0 when not measured
+	ratio float64 // throughput over the handler baseline's; 0 for none
+	// minRatio is throughput over the minimal receiver's; 0 for none.
+	minRatio float64
+	cpu      time.Duration // the daemon's CPU time per request; 0 when not measured
 }
 
 func ms(d time.Duration) string {

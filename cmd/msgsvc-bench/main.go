@@ -3,14 +3,16 @@
 //
 // It builds nothing itself: give it the daemon binary with -daemon. In one run
 // it measures
-//   - a baseline: the msgsvc handler on a store that keeps nothing, so HMAC,
+//   - two baselines that store nothing: a minimal receiver that only checks
+//     the HMAC and decodes the JSON (what the targets are a share
+//     of), and the msgsvc handler on a store that keeps nothing, so HMAC,
 //     JSON, validation, logging and metrics cost the same as in the daemon;
 //   - signed webhook ingest on an empty store, at -conns connections, with a
 //     share of duplicates;
 //   - the same after seeding -seed messages straight into the database;
 //   - a mixed GET /messages load and GET /stats over the seeded store;
 //
-// and prints each against the baseline, because only ratios from one run on
+// and prints each ingest against both baselines, because only ratios from one run on
 // a shared machine compare. The daemon's peak RSS (VmHWM) is read from /proc.
 //
 //	go build -o /tmp/msgsvcd ./cmd/msgsvcd
@@ -59,7 +61,7 @@ type options struct {
 	floodHold   time.Duration
 	floodOnly   bool
 	queriesOnly bool
-	baseline    bool // internal: serve the baseline handler
+	baseline    string // internal: serve this baseline (baselineHandler, baselineMinimal)
 	addr        string
 }
 
@@ -86,15 +88,15 @@ func main() {
 	flag.DurationVar(&o.floodHold, "flood-hold", 20*time.Second, "soak: how long the flood holds its connections")
 	flag.BoolVar(&o.queriesOnly, "queries-only", false, "only run the query workloads against the database already seeded: big.db in -dir, or with -postgres its big database")
 	flag.BoolVar(&o.floodOnly, "flood-only", false, "run only the connection flood")
-	flag.BoolVar(&o.baseline, "serve-baseline", false, "internal: serve the no-storage baseline and exit on SIGTERM")
+	flag.StringVar(&o.baseline, "serve-baseline", "", "internal: serve a no-storage baseline (handler or minimal) and exit on SIGTERM")
 	flag.StringVar(&o.addr, "addr", "127.0.0.1:0", "internal: listen address of -serve-baseline")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if o.baseline {
-		err = serveBaseline(ctx, o.addr, o.secret, os.Stdout)
+	if o.baseline != "" {
+		err = serveBaseline(ctx, o.baseline, o.addr, o.secret, os.Stdout)
 	} else {
 		err = runBench(ctx, o, os.Stdout)
 	}
