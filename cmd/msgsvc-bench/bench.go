@@ -83,12 +83,12 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	}
 	ing := newIngest(o, "empty", d.addr)
 	var cycles []string // what the writer did in each ingest workload
-	res, cpu, cycle, err := measureIngest(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
+	res, cpu, cycle, shares, err := measureIngest(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
 	if err != nil {
 		return err
 	}
 	cycles = append(cycles, cycle)
-	r := row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu}
+	r := row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu, shares: shares}
 	r.ratio, r.minRatio = ratios(res)
 	report(r)
 	if err := ing.check(d.addr, 0, res); err != nil {
@@ -125,12 +125,12 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	res, cpu, cycle, err = measureIngest(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
+	res, cpu, cycle, shares, err = measureIngest(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
 	if err != nil {
 		return err
 	}
 	cycles = append(cycles, cycle)
-	r = row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu}
+	r = row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu, shares: shares}
 	r.ratio, r.minRatio = ratios(res)
 	report(r)
 	if err := ing.check(d.addr, before, res); err != nil {
@@ -165,6 +165,12 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	for _, c := range cycles {
 		fmt.Fprintf(out, "- %s\n", c)
 	}
+	fmt.Fprintf(out, "\nthe machine's CPU during each ingest, as shares of all %d cores:\n\n", runtime.NumCPU())
+	for _, r := range rows {
+		if r.shares != "" {
+			fmt.Fprintf(out, "- %s: %s\n", strings.TrimSpace(r.name), r.shares)
+		}
+	}
 	return nil
 }
 
@@ -177,8 +183,9 @@ func measureBaseline(ctx context.Context, o options, self, kind, name string, re
 		return result{}, err
 	}
 	ing := newIngest(o, "base-"+kind, p.addr)
+	m0 := readMachineCPU(p.cmd.Process.Pid)
 	res, _, cpu := measure(ctx, p, name, o.conns, o.duration, ing.next)
-	r := row{name: res.name, res: res, rss: p.peakRSS(), cpu: cpu}
+	r := row{name: res.name, res: res, rss: p.peakRSS(), cpu: cpu, shares: cpuShares(m0, readMachineCPU(p.cmd.Process.Pid))}
 	if minimal != nil {
 		r.minRatio = res.throughput() / minimal.throughput()
 	}
@@ -187,20 +194,24 @@ func measureBaseline(ctx context.Context, o options, self, kind, name string, re
 }
 
 // measureIngest measures webhook ingest like measure, and also returns what
-// the daemon's store did meanwhile, from its metrics (writerCycle).
-func measureIngest(ctx context.Context, d *proc, name string, conns int, dur time.Duration, next func(worker, i int) (string, request)) (result, time.Duration, string, error) {
+// the daemon's store did meanwhile, from its metrics (writerCycle), and
+// where the machine's CPU went (cpuShares).
+func measureIngest(ctx context.Context, d *proc, name string, conns int, dur time.Duration, next func(worker, i int) (string, request)) (res result, cpu time.Duration, cycle, shares string, err error) {
 	before, err := scrapeStore(d.addr)
 	if err != nil {
-		return result{}, 0, "", err
+		return result{}, 0, "", "", err
 	}
-	res, _, cpu := measure(ctx, d, name, conns, dur, next)
+	m0 := readMachineCPU(d.cmd.Process.Pid)
+	res, _, cpu = measure(ctx, d, name, conns, dur, next)
+	shares = cpuShares(m0, readMachineCPU(d.cmd.Process.Pid))
 	after, err := scrapeStore(d.addr)
 	if err != nil {
-		return result{}, 0, "", err
+		return result{}, 0, "", "", err
 	}
-	cycle := strings.TrimSpace(name) + ": " + writerCycle(before, after)
+	cycle = strings.TrimSpace(name) + ": " + writerCycle(before, after)
 	logf("writer, %s", cycle)
-	return res, cpu, cycle, nil
+	logf("machine, %s: %s", strings.TrimSpace(name), shares)
+	return res, cpu, cycle, shares, nil
 }
 
 // runQueries runs the query workloads against the daemon d over the seeded
@@ -285,6 +296,7 @@ type row struct {
 	// minRatio is throughput over the minimal receiver's; 0 for none.
 	minRatio float64
 	cpu      time.Duration // the daemon's CPU time per request; 0 when not measured
+	shares   string        // where the machine's CPU went (cpuShares); "" when not measured
 }
 
 func ms(d time.Duration) string {
@@ -501,7 +513,7 @@ func holdDaemon(ctx context.Context, o options) error {
 	}
 	logf("daemon pid %d on %s", d.cmd.Process.Pid, d.addr)
 	ing := newIngest(o, fmt.Sprintf("hold%d", time.Now().Unix()), d.addr)
-	res, cpu, _, err := measureIngest(ctx, d, "ingest", o.conns, o.hold, ing.next)
+	res, cpu, _, _, err := measureIngest(ctx, d, "ingest", o.conns, o.hold, ing.next)
 	if err != nil {
 		return err
 	}

@@ -94,6 +94,12 @@ func TestBenchEndToEnd(t *testing.T) {
 	if !strings.Contains(text, "mean WAL fsync") || !strings.Contains(text, "batches of") {
 		t.Errorf("the writer's cycle lacks its batches or fsyncs")
 	}
+	_, machine, _ := strings.Cut(text, "the machine's CPU during each ingest")
+	for _, workload := range []string{"ingest, minimal receiver (HMAC + JSON only)", "ingest, no storage (baseline)", "ingest, empty store", "ingest, 3000 stored"} {
+		if !strings.Contains(machine, "- "+workload+": server ") {
+			t.Errorf("no CPU shares for %s", workload)
+		}
+	}
 	if t.Failed() {
 		t.Logf("output:\n%s", text)
 	}

@@ -90,7 +90,13 @@ func (p *proc) stop() error {
 // cpuTime returns the CPU time (user and system) the process has used so
 // far, from /proc/<pid>/stat, or 0 where that cannot be read.
 func (p *proc) cpuTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	return pidCPU(p.cmd.Process.Pid)
+}
+
+// pidCPU returns the CPU time (user and system) that process pid has used
+// so far, from /proc/<pid>/stat, or 0 where that cannot be read.
+func pidCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
@@ -105,4 +111,55 @@ func (p *proc) cpuTime() time.Duration {
 	utime, _ := strconv.ParseInt(f[11], 10, 64)
 	stime, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(utime+stime) * (time.Second / 100)
+}
+
+// machineCPU is a snapshot of where the machine's CPU time has gone so far:
+// all cores together, from /proc/stat, and the processes of a workload.
+type machineCPU struct {
+	total, idle, iowait time.Duration // every core; total counts idle and iowait too
+	server, self        time.Duration // the process under test, and this one (the load generator)
+}
+
+// readMachineCPU takes a snapshot, with server the pid of the process
+// under test. Where /proc cannot be read, the machine's part stays zero.
+func readMachineCPU(server int) machineCPU {
+	m := machineCPU{server: pidCPU(server), self: pidCPU(os.Getpid())}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return m
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line) // "cpu" user nice system idle iowait irq softirq steal ...
+	if len(f) < 9 || f[0] != "cpu" {
+		return m
+	}
+	for i, v := range f[1:9] {
+		n, _ := strconv.ParseInt(v, 10, 64)
+		d := time.Duration(n) * (time.Second / 100)
+		m.total += d
+		switch i {
+		case 3:
+			m.idle = d
+		case 4:
+			m.iowait = d
+		}
+	}
+	return m
+}
+
+// cpuShares says where the machine's CPU went from a to b, as shares of
+// all its cores: the process under test, the load generator (this
+// process), everything else that ran (the kernel's own threads among it),
+// idle, and idle waiting for I/O.
+func cpuShares(a, b machineCPU) string {
+	total := b.total - a.total
+	if total <= 0 {
+		return "not measured (no /proc/stat)"
+	}
+	server, self := b.server-a.server, b.self-a.self
+	idle, iowait := b.idle-a.idle, b.iowait-a.iowait
+	other := total - server - self - idle - iowait
+	pct := func(d time.Duration) float64 { return 100 * float64(d) / float64(total) }
+	return fmt.Sprintf("server %.0f%%, load generator %.0f%%, other %.0f%%, idle %.0f%%, I/O wait %.0f%%",
+		pct(server), pct(self), pct(max(other, 0)), pct(idle), pct(iowait))
 }
