@@ -97,6 +97,75 @@ func BenchmarkList(b *testing.B) {
 	}
 }
 
+// BenchmarkReadAfterWrite measures the first reads after a commit, when
+// the readers' caches are full: each op is one insert and then a cursor page
+// on every reader at once, the readers having first read their caches full
+// (untimed). A reader drops its cache when it sees the commit, which is
+// what the page buffer (pagebuf.go) makes cheap; compare it with benchstat
+// across a change to the page caches.
+func BenchmarkReadAfterWrite(b *testing.B) {
+	const n = 50_000
+	db := openURL(b, fileURL(b, filepath.Join(b.TempDir(), "bench.db")))
+	ctx := context.Background()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	msgs := make([]msgsvc.Message, 0, 1000)
+	for i := range n {
+		text := fmt.Sprintf("message %d with some words of text to fill the pages", i)
+		msgs = append(msgs, msgsvc.Message{
+			MessageID: fmt.Sprintf("raw-%06d", i), From: fmt.Sprintf("+9198%08d", i%500), To: "+14155550100",
+			TS: start.Add(time.Duration(i) * time.Minute).Format(time.RFC3339), Text: &text,
+		})
+		if len(msgs) == cap(msgs) {
+			if _, err := db.Insert(ctx, msgs); err != nil {
+				b.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	page := func(i int) error {
+		m := i * 7919 % n
+		_, err := db.List(ctx, msgsvc.Query{Limit: 50, After: &msgsvc.Position{
+			Key: msgsvc.InstantKey(start.Add(time.Duration(m) * time.Minute)), MessageID: fmt.Sprintf("raw-%06d", m)}})
+		return err
+	}
+	// readAll runs per cursor pages on each of readConns readers at once.
+	readAll := func(per, from int) error {
+		errs := make(chan error, readConns)
+		for r := range readConns {
+			go func() {
+				var err error
+				for i := range per {
+					if err == nil {
+						err = page(from + r*per + i)
+					}
+				}
+				errs <- err
+			}()
+		}
+		var first error
+		for range readConns {
+			if err := <-errs; err != nil && first == nil {
+				first = err
+			}
+		}
+		return first
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		b.StopTimer()
+		if err := readAll(300, i*readConns*300); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("raw-write-%d", i))}); err != nil {
+			b.Fatal(err)
+		}
+		if err := readAll(1, i); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkStats measures Stats over 1,000 messages from 100 senders, one
 // call at a time: "idle" with no commit between calls, "ingesting" with a
 // commit before each call, as under a steady stream of webhooks.

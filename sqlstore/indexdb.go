@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -131,7 +132,7 @@ func (a attacher) Connect(ctx context.Context) (driver.Conn, error) {
 // made anew: it holds nothing that the messages do not.
 func openIndex(ctx context.Context, uri string) (*sql.DB, error) {
 	for attempt := 0; ; attempt++ {
-		dsn := uri + "?_pragma=busy_timeout(5000)&_pragma=cache_size(-2000)"
+		dsn := uri + "?_pragma=busy_timeout(5000)&_pragma=cache_size(-" + strconv.Itoa(indexerCacheKiB) + ")"
 		// The index file's WAL writes are gathered too (walbuf.go).
 		if vfs, err := walVFSReady(); err != nil {
 			return nil, err
@@ -185,7 +186,7 @@ func unusableFile(err error) bool {
 var indexWriterSetup = []string{
 	`PRAGMA idx.journal_mode = WAL`,
 	`PRAGMA idx.synchronous = NORMAL`,
-	`PRAGMA idx.cache_size = -8000`,
+	"PRAGMA idx.cache_size = -" + strconv.Itoa(indexerIndexCacheKiB),
 	`PRAGMA idx.journal_size_limit = 67108864`,
 	`PRAGMA wal_autocheckpoint = 4096`,
 }

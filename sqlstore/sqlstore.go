@@ -76,6 +76,18 @@ func ParseURL(databaseURL string) (Target, error) {
 	return Target{}, fmt.Errorf("%w: %q: use sqlite:///relative/path, sqlite:////absolute/path, sqlite://:memory: or postgres://", ErrBadURL, databaseURL)
 }
 
+// The page caches of one store's connections, in KiB (SQLite's
+// cache_size, negated): together they are what the page buffer holds
+// (pagebuf.go).
+const (
+	writerCacheKiB       = 8000 // the writer's connection
+	readerCacheKiB       = 2000 // each reader's, for the messages file
+	readerIndexCacheKiB  = 1000 // each reader's, for the index file
+	indexerCacheKiB      = 2000 // the indexer's, for the messages file
+	indexerIndexCacheKiB = 8000 // the indexer's, for the index file
+	checkpointCacheKiB   = 2000 // the checkpointer's: SQLite's default
+)
+
 // readConns is the size of the read pool. More readers than cores keeps a
 // slow query (a text search) from holding up the quick ones behind it.
 const readConns = 8
@@ -209,12 +221,12 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// (journal_size_limit), for the next cycle to overwrite (see
 	// checkpoint.go). modernc's SQLite is built with
 	// SQLITE_ENABLE_MEMORY_MANAGEMENT, so every connection's page cache
-	// draws on one pool, as large as their cache_size together; the
-	// writer's 8 MB (cache_size(-8000)) keeps the daemon's RSS under 150 MiB
-	// with the readers' caches full, and 16 MB ingested no faster at 1M rows.
+	// draws on one pool, as large as their cache_size together, set aside
+	// at start (pagebuf.go). The writer's 8 MB (writerCacheKiB) is most of
+	// it; 16 MB ingested no faster at 1M rows.
 	writeDSN := uri + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)" +
 		"&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)&_pragma=wal_autocheckpoint(0)" +
-		"&_pragma=cache_size(-8000)&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(" + strconv.Itoa(walKeepBytes) + ")&_txlock=immediate"
+		"&_pragma=cache_size(-" + strconv.Itoa(writerCacheKiB) + ")&_pragma=temp_store(MEMORY)&_pragma=journal_size_limit(" + strconv.Itoa(walKeepBytes) + ")&_txlock=immediate"
 	// The writer's WAL writes are gathered into one write per commit
 	// (walbuf.go).
 	vfs, err := walVFSReady()
@@ -308,8 +320,8 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	if memory {
 		db.read = db.write // each :memory: connection is a database of its own
 	} else {
-		rsql, err := openAttached(uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-2000)", indexURI(uri),
-			`PRAGMA idx.cache_size = -1000`)
+		rsql, err := openAttached(uri+"?_pragma=busy_timeout(5000)&_pragma=query_only(1)&_pragma=cache_size(-"+strconv.Itoa(readerCacheKiB)+")", indexURI(uri),
+			"PRAGMA idx.cache_size = -"+strconv.Itoa(readerIndexCacheKiB))
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for reading: %w", path, err))
 		}

@@ -10,3 +10,7 @@ func walVFSReady() (string, error) { return "", nil }
 // pageCacheInstalled is false: the page cache wrapper (pcache.go) is built
 // where the WAL's is.
 const pageCacheInstalled = false
+
+// pageBufferInstalled is false: the page buffer (pagebuf.go) is built
+// where the page cache wrapper is.
+const pageBufferInstalled = false
