@@ -49,22 +49,15 @@ var pageBufferInstalled = installPageBuffer()
 func installPageBuffer() bool {
 	tls := libc.NewTLS()
 	defer tls.Close()
+	slot, ok := pageBufferSlotSize(tls)
+	if !ok {
+		return false
+	}
 	args := libc.Xmalloc(tls, 3*8) // a va_list of three words
-	hdr := libc.Xcalloc(tls, 1, 8)
+	if args == 0 {
+		return false
+	}
 	defer libc.Xfree(tls, args)
-	defer libc.Xfree(tls, hdr)
-	if args == 0 || hdr == 0 {
-		return false
-	}
-	// A slot holds a page and SQLite's headers for it.
-	if sqlite3.Xsqlite3_config(tls, sqlite3.SQLITE_CONFIG_PCACHE_HDRSZ, libc.VaList(args, hdr)) != sqlite3.SQLITE_OK {
-		return false
-	}
-	h := *(*uint32)(cptr(hdr)) // a C int, a few hundred bytes
-	if h > pageBufferPageSize {
-		return false
-	}
-	slot := (pageBufferPageSize + uint64(h) + 7) &^ 7
 	buf := libc.Xmalloc(tls, slot*pageBufferSlots)
 	if buf == 0 {
 		return false
@@ -75,4 +68,25 @@ func installPageBuffer() bool {
 	}
 	// The buffer is SQLite's for as long as the process runs.
 	return true
+}
+
+// pageBufferSlotSize returns the bytes of one slot: a page and SQLite's
+// headers for it, rounded up to 8. SQLite answers the headers' size at any
+// time, started or not.
+func pageBufferSlotSize(tls *libc.TLS) (uint64, bool) {
+	args := libc.Xmalloc(tls, 8)
+	hdr := libc.Xcalloc(tls, 1, 8)
+	defer libc.Xfree(tls, args)
+	defer libc.Xfree(tls, hdr)
+	if args == 0 || hdr == 0 {
+		return 0, false
+	}
+	if sqlite3.Xsqlite3_config(tls, sqlite3.SQLITE_CONFIG_PCACHE_HDRSZ, libc.VaList(args, hdr)) != sqlite3.SQLITE_OK {
+		return 0, false
+	}
+	h := *(*uint32)(cptr(hdr)) // a C int, a few hundred bytes
+	if h > pageBufferPageSize {
+		return 0, false
+	}
+	return (pageBufferPageSize + uint64(h) + 7) &^ 7, true
 }

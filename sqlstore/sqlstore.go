@@ -85,7 +85,7 @@ const (
 	readerIndexCacheKiB  = 1000 // each reader's, for the index file
 	indexerCacheKiB      = 2000 // the indexer's, for the messages file
 	indexerIndexCacheKiB = 8000 // the indexer's, for the index file
-	checkpointCacheKiB   = 2000 // the checkpointer's: SQLite's default
+	checkpointCacheKiB   = 2000 // the checkpointer's
 )
 
 // readConns is the size of the read pool. More readers than cores keeps a
@@ -330,7 +330,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		db.read = bun.NewDB(rsql, sqlitedialect.New())
 		// A checkpoint syncs the WAL before it copies frames into the file,
 		// and the file after: the writer's unsynced commits rely on it.
-		db.checkpointDB, err = sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)")
+		db.checkpointDB, err = sql.Open("sqlite", uri+"?_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)&_pragma=cache_size(-"+strconv.Itoa(checkpointCacheKiB)+")")
 		if err != nil {
 			return fail(fmt.Errorf("sqlstore: opening %s for checkpoints: %w", path, err))
 		}
