@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -87,6 +88,9 @@ type countEntry struct {
 	key  countKey
 	n    int64 // matches among the rows with id <= upTo
 	upTo int64
+	// saved is the upTo of this count as search_counts holds it (SQLite),
+	// 0 when it holds none: the count is to be saved while it differs.
+	saved int64
 }
 
 // countCache is a bounded LRU of exact counts. Its zero value is empty and
@@ -96,6 +100,11 @@ type countCache struct {
 	entries map[countKey]*list.Element // of *countEntry
 	order   list.List                  // most recently used first
 	changes uint64                     // counts added, moved forward or cleared so far
+	// evicted lists the counts dropped for room since takeEvicted, so that
+	// a save can delete their rows; past countCacheEntries of them it
+	// stops listing and sets evictedLost instead.
+	evicted     []countKey
+	evictedLost bool
 }
 
 func (k countKey) cacheable() bool {
@@ -140,8 +149,32 @@ func (c *countCache) put(k countKey, n, upTo int64) {
 	for c.order.Len() > countCacheEntries {
 		last := c.order.Back()
 		c.order.Remove(last)
-		delete(c.entries, last.Value.(*countEntry).key)
+		k := last.Value.(*countEntry).key
+		delete(c.entries, k)
+		if len(c.evicted) < countCacheEntries {
+			c.evicted = append(c.evicted, k)
+		} else {
+			c.evictedLost = true
+		}
 	}
+}
+
+// loseEvicted makes the next takeEvicted report a loss: the rows of counts
+// dropped for room, listed or not, are to be trimmed.
+func (c *countCache) loseEvicted() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.evictedLost = true
+}
+
+// takeEvicted returns the counts dropped for room since the last call, and
+// whether more were dropped than it lists.
+func (c *countCache) takeEvicted() (keys []countKey, lost bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys, lost = c.evicted, c.evictedLost
+	c.evicted, c.evictedLost = nil, false
+	return keys, lost
 }
 
 // clear forgets every count.
@@ -151,6 +184,7 @@ func (c *countCache) clear() {
 	clear(c.entries)
 	c.order.Init()
 	c.changes++
+	c.evicted, c.evictedLost = nil, true
 }
 
 // version returns a number that changes whenever the remembered counts do.
@@ -165,6 +199,34 @@ func (c *countCache) len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.order.Len()
+}
+
+// unsaved returns a copy of every remembered count that differs from what
+// search_counts holds (see markSaved), most recently used first.
+func (c *countCache) unsaved() []countEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var entries []countEntry
+	for el := c.order.Front(); el != nil; el = el.Next() {
+		if e := el.Value.(*countEntry); e.upTo != e.saved {
+			entries = append(entries, *e)
+		}
+	}
+	return entries
+}
+
+// markSaved records that search_counts holds each of entries as it is
+// there: a count that moved forward since stays unsaved.
+func (c *countCache) markSaved(entries []countEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range entries {
+		if el, ok := c.entries[w.key]; ok {
+			if e := el.Value.(*countEntry); w.upTo > e.saved {
+				e.saved = w.upTo
+			}
+		}
+	}
 }
 
 // all returns a copy of every remembered count, most recently used first.
@@ -221,10 +283,14 @@ func (db *DB) loadCounts(ctx context.Context) error {
 	}
 	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
 		var maxID, maxUpTo int64
+		var saved int
 		err := tx.Tx.QueryRowContext(ctx, `SELECT (SELECT coalesce(max(id), 0) FROM messages),
-			(SELECT coalesce(max(up_to), 0) FROM search_counts)`).Scan(&maxID, &maxUpTo)
+			(SELECT coalesce(max(up_to), 0) FROM search_counts), (SELECT count(*) FROM search_counts)`).Scan(&maxID, &maxUpTo, &saved)
 		if err != nil {
 			return err
+		}
+		if saved > countCacheEntries {
+			db.counts.loseEvicted() // the first save trims the rows not loaded
 		}
 		if maxUpTo > maxID {
 			_, err := tx.Tx.ExecContext(ctx, `DELETE FROM search_counts`)
@@ -247,51 +313,116 @@ func (db *DB) loadCounts(ctx context.Context) error {
 		}
 		return rows.Err()
 	})
+	// What was loaded is saved already.
+	db.counts.markSaved(db.counts.all())
 	if err != nil {
 		return fmt.Errorf("loading the search counts: %w", err)
 	}
 	return nil
 }
 
-// saveCountsDue saves the remembered counts if they changed since the last
-// save and the last save is at least the interval stored in
-// db.countSaveNanos old. Only the writer goroutine calls it, between
+// countSaveStep is the most rows one transaction of a save writes or
+// deletes while a SQLite store runs. The writer takes no batch during it,
+// so a save is spread over transactions of a few ms between batches: a
+// save of a whole cache in one transaction held inserts back for 28–32 ms
+// once a minute (3,000 counts, in the benchmark's query workloads).
+const countSaveStep = 256
+
+// saveCountsDue goes on with a save of the remembered counts: a save starts
+// once the last one is at least the interval stored in db.countSaveNanos
+// old and a count changed. Only the writer goroutine calls it, between
 // batches; it holds the gate like a batch. A failed save is tried again at
 // the next one: it costs only the counts a crash would lose.
+//
+// On SQLite a save writes only what changed: it deletes the rows of the
+// counts dropped from the cache for room and upserts those added or moved
+// forward, countSaveStep rows per transaction and per call, while the
+// writer calls again between batches, or at once when none waits
+// (countSaveBusy). Each row is true on its own (see saveCounts), so a crash
+// between two steps leaves true counts. Postgres upserts every count in one
+// transaction.
 func (db *DB) saveCountsDue() {
-	if !db.persistsCounts() || time.Since(db.countsSavedAt) < time.Duration(db.countSaveNanos.Load()) {
+	if !db.persistsCounts() {
 		return
 	}
-	db.countsSavedAt = time.Now()
-	v := db.counts.version()
-	if v == db.countsSaved {
+	due := time.Since(db.countsSavedAt) >= time.Duration(db.countSaveNanos.Load())
+	if db.postgres {
+		if !due {
+			return
+		}
+		db.countsSavedAt = time.Now()
+		v := db.counts.version()
+		if v == db.countsSaved {
+			return
+		}
+		ctx, cancel := db.countSaveContext()
+		defer cancel()
+		db.gate.Lock()
+		err := db.saveCounts(ctx)
+		db.gate.Unlock()
+		if err == nil {
+			db.countsSaved = v
+		}
 		return
 	}
-	ctx, cancel := db.countSaveContext()
-	defer cancel()
+	if !db.countSaveBusy() {
+		if !due {
+			return
+		}
+		db.countsSavedAt = time.Now()
+		db.startCountSave()
+		if !db.countSaveBusy() {
+			return
+		}
+	}
 	db.gate.Lock()
-	err := db.saveCounts(ctx)
+	err := db.saveCountsStep(context.Background(), countSaveStep)
 	db.gate.Unlock()
-	if err == nil {
-		db.countsSaved = v
+	if db.countSaveStepped != nil {
+		db.countSaveStepped()
+	}
+	if err != nil {
+		// The unsaved counts stay unsaved for the next save, which trims
+		// the table of the rows of dropped counts left.
+		db.countSave = countSave{}
+		db.counts.loseEvicted()
 	}
 }
 
-// saveCounts replaces the counts in search_counts with those of the count
-// cache, in one transaction on the writer's connection. Close calls it once
-// the writer has stopped, and the writer between two batches
-// (saveCountsDue). Once a WAL fsync has failed it does nothing: writes are
-// refused then, and the file may lack rows that were counted. What follows
-// is SQLite's; Postgres's is saveCountsPostgres.
+// countSave is what a save under way on SQLite has still to write. Only the
+// writer goroutine (and Close, once it has stopped) uses it.
+type countSave struct {
+	drop  []countKey   // counts dropped from the cache: their rows go
+	write []countEntry // counts added or moved forward: their rows are upserted
+	trim  bool         // the table may hold rows of dropped counts not in drop
+}
+
+// countSaveBusy reports whether a save on SQLite has steps left.
+func (db *DB) countSaveBusy() bool {
+	return len(db.countSave.drop) > 0 || len(db.countSave.write) > 0 || db.countSave.trim
+}
+
+// startCountSave starts a save on SQLite of what changed since the last:
+// after one that failed, what is still unsaved, with a trim.
+func (db *DB) startCountSave() {
+	drop, lost := db.counts.takeEvicted()
+	db.countSave = countSave{drop: drop, write: db.counts.unsaved(), trim: lost || db.countSave.trim}
+}
+
+// saveCounts saves the remembered counts in search_counts. Close calls it
+// once the writer has stopped: on SQLite it finishes any save under way and
+// saves what changed since, in a few transactions. Once a WAL fsync has
+// failed it does nothing: writes are refused then, and the file may lack
+// rows that were counted. Postgres's is saveCountsPostgres.
 //
 // Why a saved count never counts a row the database lacks: every row it
-// counts was committed before the count was taken, so before this
-// transaction commits. Recovery after a crash or power loss keeps the WAL
-// up to its last valid commit, a prefix of the commits in order
-// (walsync.go): if this transaction survives, so does every commit before
-// it, and with them every row it counts. This holds for a save while the
-// writer runs too, whose commit no fsync has covered yet. Losing the save
-// itself only costs the counts.
+// counts was committed before the count was taken, so before the
+// transaction that saves it commits. Recovery after a crash or power loss
+// keeps the WAL up to its last valid commit, a prefix of the commits in
+// order (walsync.go): if that transaction survives, so does every commit
+// before it, and with them every row it counts. This holds for a save
+// while the writer runs too, whose commit no fsync has covered yet. Losing
+// a save itself only costs the counts.
 func (db *DB) saveCounts(ctx context.Context) error {
 	if !db.persistsCounts() || db.walBroken() != nil {
 		return nil
@@ -302,25 +433,91 @@ func (db *DB) saveCounts(ctx context.Context) error {
 		}
 		return nil
 	}
-	entries := db.counts.all()
+	pending := db.countSave
+	db.startCountSave()
+	db.countSave.drop = append(pending.drop, db.countSave.drop...)
+	for db.countSaveBusy() {
+		if err := db.saveCountsStep(ctx, math.MaxInt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// saveCountsStep takes the next step of the save under way on SQLite, in
+// one transaction on the writer's connection: it deletes the rows of up to
+// limit dropped counts; once none is left, it upserts up to limit counts;
+// once none is left, when the table may hold rows of dropped counts it
+// could not list, it deletes up to limit of the rows counted the least far
+// past countCacheEntries (the rows Open would not load).
+func (db *DB) saveCountsStep(ctx context.Context, limit int) error {
+	if db.walBroken() != nil {
+		db.countSave = countSave{}
+		return nil
+	}
+	s := &db.countSave
+	drop := s.drop[:min(limit, len(s.drop))]
+	var write []countEntry
+	if len(drop) == 0 {
+		write = s.write[:min(limit, len(s.write))]
+	}
+	trimmed := false
 	err := db.write.RunInTx(ctx, nil, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.Tx.ExecContext(ctx, `DELETE FROM search_counts`); err != nil {
-			return err
-		}
-		ins, err := tx.PrepareContext(ctx, `INSERT INTO search_counts (sender, since, text, n, up_to) VALUES (?, ?, ?, ?, ?)`)
-		if err != nil {
-			return err
-		}
-		defer ins.Close()
-		for _, e := range entries {
-			if _, err := ins.ExecContext(ctx, e.key.from, e.key.since, e.key.text, e.n, e.upTo); err != nil {
+		switch {
+		case len(drop) > 0:
+			del, err := tx.PrepareContext(ctx, `DELETE FROM search_counts WHERE sender = ? AND since = ? AND text = ?`)
+			if err != nil {
 				return err
 			}
+			defer del.Close()
+			for _, k := range drop {
+				if _, err := del.ExecContext(ctx, k.from, k.since, k.text); err != nil {
+					return err
+				}
+			}
+		case len(write) > 0:
+			// A row counted further than this count (a count dropped for
+			// room and counted again from older rows) stays.
+			ups, err := tx.PrepareContext(ctx, `INSERT INTO search_counts (sender, since, text, n, up_to) VALUES (?, ?, ?, ?, ?)
+				ON CONFLICT (sender, since, text) DO UPDATE SET n = excluded.n, up_to = excluded.up_to
+				WHERE excluded.up_to > search_counts.up_to`)
+			if err != nil {
+				return err
+			}
+			defer ups.Close()
+			for _, e := range write {
+				if _, err := ups.ExecContext(ctx, e.key.from, e.key.since, e.key.text, e.n, e.upTo); err != nil {
+					return err
+				}
+			}
+		default:
+			var rows int
+			if err := tx.QueryRowContext(ctx, `SELECT count(*) FROM search_counts`).Scan(&rows); err != nil {
+				return err
+			}
+			excess := rows - countCacheEntries
+			if excess > 0 {
+				_, err := tx.ExecContext(ctx, `DELETE FROM search_counts WHERE (sender, since, text) IN (
+					SELECT sender, since, text FROM search_counts ORDER BY up_to LIMIT ?)`, min(excess, limit))
+				if err != nil {
+					return err
+				}
+			}
+			trimmed = excess <= limit
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("sqlstore: saving the search counts: %w", err)
+	}
+	switch {
+	case len(drop) > 0:
+		s.drop = s.drop[len(drop):]
+	case len(write) > 0:
+		db.counts.markSaved(write)
+		s.write = s.write[len(write):]
+	case trimmed:
+		s.trim = false
 	}
 	return nil
 }

@@ -377,3 +377,93 @@ func TestCountsNotSavedInMemory(t *testing.T) {
 	}
 	closeStore(t, db)
 }
+
+// TestCountCacheUnsaved: a count is unsaved until markSaved records it as
+// written, and again once it moves forward; counts dropped for room are
+// listed for a save to delete, up to countCacheEntries of them.
+func TestCountCacheUnsaved(t *testing.T) {
+	a, b := countKey{text: "a"}, countKey{text: "b"}
+	unsaved := func(c *countCache) []countKey {
+		var keys []countKey
+		for _, e := range c.unsaved() {
+			keys = append(keys, e.key)
+		}
+		return keys
+	}
+	for _, c := range []struct {
+		name string
+		do   func(c *countCache)
+		want []countKey // most recently used first
+	}{
+		{"new counts are unsaved", func(c *countCache) {
+			c.put(a, 1, 10)
+			c.put(b, 2, 10)
+		}, []countKey{b, a}},
+		{"saved counts are not", func(c *countCache) {
+			c.put(a, 1, 10)
+			c.put(b, 2, 10)
+			c.markSaved(c.all())
+		}, nil},
+		{"a count that moves forward is unsaved again", func(c *countCache) {
+			c.put(a, 1, 10)
+			c.put(b, 2, 10)
+			c.markSaved(c.all())
+			c.put(a, 3, 20)
+		}, []countKey{a}},
+		{"a count that moved forward while it was written stays unsaved", func(c *countCache) {
+			c.put(a, 1, 10)
+			written := c.unsaved()
+			c.put(a, 3, 20)
+			c.markSaved(written)
+		}, []countKey{a}},
+		{"an older count changes nothing", func(c *countCache) {
+			c.put(a, 3, 20)
+			c.markSaved(c.all())
+			c.put(a, 1, 10)
+		}, nil},
+		{"a count dropped and counted again is unsaved", func(c *countCache) {
+			c.put(a, 1, 10)
+			c.markSaved(c.all())
+			for i := range countCacheEntries {
+				c.put(countKey{text: fmt.Sprint(i)}, 0, 10)
+			}
+			c.markSaved(c.all())
+			c.put(a, 1, 10)
+		}, []countKey{a}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var cache countCache
+			c.do(&cache)
+			if got := unsaved(&cache); fmt.Sprint(got) != fmt.Sprint(c.want) {
+				t.Errorf("unsaved: %v, want %v", got, c.want)
+			}
+		})
+	}
+
+	t.Run("dropped counts are listed once", func(t *testing.T) {
+		var cache countCache
+		for i := range countCacheEntries + 3 {
+			cache.put(countKey{text: fmt.Sprint(i)}, 0, 1)
+		}
+		keys, lost := cache.takeEvicted()
+		if fmt.Sprint(keys) != fmt.Sprint([]countKey{{text: "0"}, {text: "1"}, {text: "2"}}) || lost {
+			t.Errorf("takeEvicted = %v, %v; want the three oldest, false", keys, lost)
+		}
+		if keys, lost := cache.takeEvicted(); len(keys) != 0 || lost {
+			t.Errorf("takeEvicted again = %v, %v; want none", keys, lost)
+		}
+	})
+	t.Run("past countCacheEntries dropped counts, a loss", func(t *testing.T) {
+		var cache countCache
+		for i := range 2*countCacheEntries + 1 {
+			cache.put(countKey{text: fmt.Sprint(i)}, 0, 1)
+		}
+		if keys, lost := cache.takeEvicted(); len(keys) != countCacheEntries || !lost {
+			t.Errorf("takeEvicted: %d keys, lost %v; want %d, true", len(keys), lost, countCacheEntries)
+		}
+		cache.loseEvicted()
+		if keys, lost := cache.takeEvicted(); len(keys) != 0 || !lost {
+			t.Errorf("after loseEvicted, takeEvicted = %v, %v; want none, true", keys, lost)
+		}
+	})
+}

@@ -158,8 +158,12 @@ type DB struct {
 	// interval is a field so that tests can shorten it.
 	countSaveNanos atomic.Int64
 	countsSavedAt  time.Time // writer goroutine only
-	countsSaved    uint64    // counts.version() at the last save; writer goroutine only
-	pgTimeline     int64     // Postgres: the timeline at the last load or save of counts
+	countsSaved    uint64    // Postgres: counts.version() at the last save; writer goroutine only
+	countSave      countSave // SQLite: the save under way; writer goroutine only
+	// countSaveStepped, if set, is called by the writer after each step of
+	// a save on SQLite (tests).
+	countSaveStepped func()
+	pgTimeline       int64 // Postgres: the timeline at the last load or save of counts
 
 	writeFailed atomic.Bool // the last batch failed: Ping probes the writer
 

@@ -97,11 +97,22 @@ func (db *DB) runWriter() {
 	for {
 		var first *insertRequest
 		var ok bool
-		select {
-		case first, ok = <-db.queue:
-		case <-idle:
-			db.saveCountsDue()
-			continue
+		if db.countSaveBusy() {
+			// A save of the counts goes on, a step at a time, while no
+			// insert waits.
+			select {
+			case first, ok = <-db.queue:
+			default:
+				db.saveCountsDue()
+				continue
+			}
+		} else {
+			select {
+			case first, ok = <-db.queue:
+			case <-idle:
+				db.saveCountsDue()
+				continue
+			}
 		}
 		if !ok {
 			return
