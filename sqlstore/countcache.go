@@ -345,12 +345,14 @@ func (db *DB) saveCountsDue() {
 	if !db.persistsCounts() {
 		return
 	}
-	due := time.Since(db.countsSavedAt) >= time.Duration(db.countSaveNanos.Load())
-	if db.postgres {
-		if !due {
+	if db.postgres || !db.countSaveBusy() {
+		// A new save: due yet?
+		if time.Since(db.countsSavedAt) < time.Duration(db.countSaveNanos.Load()) {
 			return
 		}
 		db.countsSavedAt = time.Now()
+	}
+	if db.postgres {
 		v := db.counts.version()
 		if v == db.countsSaved {
 			return
@@ -366,12 +368,7 @@ func (db *DB) saveCountsDue() {
 		return
 	}
 	if !db.countSaveBusy() {
-		if !due {
-			return
-		}
-		db.countsSavedAt = time.Now()
-		db.startCountSave()
-		if !db.countSaveBusy() {
+		if db.startCountSave(); !db.countSaveBusy() {
 			return
 		}
 	}
@@ -403,10 +400,16 @@ func (db *DB) countSaveBusy() bool {
 }
 
 // startCountSave starts a save on SQLite of what changed since the last:
-// after one that failed, what is still unsaved, with a trim.
+// after one that failed, what is still unsaved, with a trim. A save still
+// under way (at Close) keeps its drops, which go first, and its trim; its
+// writes are among the unsaved counts.
 func (db *DB) startCountSave() {
 	drop, lost := db.counts.takeEvicted()
-	db.countSave = countSave{drop: drop, write: db.counts.unsaved(), trim: lost || db.countSave.trim}
+	db.countSave = countSave{
+		drop:  append(db.countSave.drop, drop...),
+		write: db.counts.unsaved(),
+		trim:  lost || db.countSave.trim,
+	}
 }
 
 // saveCounts saves the remembered counts in search_counts. Close calls it
@@ -433,9 +436,7 @@ func (db *DB) saveCounts(ctx context.Context) error {
 		}
 		return nil
 	}
-	pending := db.countSave
 	db.startCountSave()
-	db.countSave.drop = append(pending.drop, db.countSave.drop...)
 	for db.countSaveBusy() {
 		if err := db.saveCountsStep(ctx, math.MaxInt); err != nil {
 			return err

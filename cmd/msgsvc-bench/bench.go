@@ -183,14 +183,21 @@ func measureBaseline(ctx context.Context, o options, self, kind, name string, re
 		return result{}, err
 	}
 	ing := newIngest(o, "base-"+kind, p.addr)
-	m0 := readMachineCPU(p.cmd.Process.Pid)
-	res, _, cpu := measure(ctx, p, name, o.conns, o.duration, ing.next)
-	r := row{name: res.name, res: res, rss: p.peakRSS(), cpu: cpu, shares: cpuShares(m0, readMachineCPU(p.cmd.Process.Pid))}
+	res, cpu, shares := measureShares(ctx, p, name, o.conns, o.duration, ing.next)
+	r := row{name: res.name, res: res, rss: p.peakRSS(), cpu: cpu, shares: shares}
 	if minimal != nil {
 		r.minRatio = res.throughput() / minimal.throughput()
 	}
 	report(r)
 	return res, p.stop()
+}
+
+// measureShares measures like measure, and also returns where the
+// machine's CPU went meanwhile (cpuShares).
+func measureShares(ctx context.Context, p *proc, name string, conns int, dur time.Duration, next func(worker, i int) (string, request)) (result, time.Duration, string) {
+	m0 := readMachineCPU(p.cmd.Process.Pid)
+	res, _, cpu := measure(ctx, p, name, conns, dur, next)
+	return res, cpu, cpuShares(m0, readMachineCPU(p.cmd.Process.Pid))
 }
 
 // measureIngest measures webhook ingest like measure, and also returns what
@@ -201,9 +208,7 @@ func measureIngest(ctx context.Context, d *proc, name string, conns int, dur tim
 	if err != nil {
 		return result{}, 0, "", "", err
 	}
-	m0 := readMachineCPU(d.cmd.Process.Pid)
-	res, _, cpu = measure(ctx, d, name, conns, dur, next)
-	shares = cpuShares(m0, readMachineCPU(d.cmd.Process.Pid))
+	res, cpu, shares = measureShares(ctx, d, name, conns, dur, next)
 	after, err := scrapeStore(d.addr)
 	if err != nil {
 		return result{}, 0, "", "", err
