@@ -1,3 +1,5 @@
+//go:build !nosqlstore
+
 package msgsvc_test
 
 import (

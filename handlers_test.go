@@ -1077,52 +1077,6 @@ func TestTwoHandlersInOneProgram(t *testing.T) {
 	})
 }
 
-// TestStoreMetrics: a Store that is a prometheus.Collector, as sqlstore's
-// is, has its metrics on the handler's registry; two handlers over one
-// store each show them; a registry that already holds the store is fine,
-// and one holding a different collector of the same name is refused.
-func TestStoreMetrics(t *testing.T) {
-	st := openTestStore(t)
-	handler := func(t *testing.T, reg *prometheus.Registry) *env {
-		t.Helper()
-		h, err := msgsvc.New(msgsvc.Config{Store: st, Secret: testSecret, Logger: msgsvc.NewLogger(io.Discard, slog.LevelInfo), Registry: reg})
-		if err != nil {
-			t.Fatalf("msgsvc.New: %v", err)
-		}
-		return &env{h: h, secret: testSecret}
-	}
-	a, b := handler(t, nil), handler(t, nil)
-	if rec := a.post(t, body(t, map[string]any{"message_id": "sm-1", "from": "+12", "to": "+13", "ts": "2025-01-15T10:00:00Z"})); rec.Code != http.StatusOK {
-		t.Fatalf("webhook: %d %s", rec.Code, rec.Body)
-	}
-	for name, e := range map[string]*env{"a": a, "b": b} {
-		m := e.metricsText(t)
-		wantMetric(t, m, "store_batch_messages_sum", 1)
-		wantMetric(t, m, "store_insert_seconds_count", 1)
-		wantMetric(t, m, "store_failed_batches_total", 0)
-		if t.Failed() {
-			t.Fatalf("handler %s:\n%s", name, m)
-		}
-	}
-
-	t.Run("store registered already", func(t *testing.T) {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(st)
-		m := handler(t, reg).metricsText(t)
-		if n := strings.Count(m, "# TYPE store_batch_messages "); n != 1 {
-			t.Errorf("store_batch_messages described %d times", n)
-		}
-	})
-	t.Run("a clashing collector is refused", func(t *testing.T) {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "store_failed_batches_total", Help: "not the store's"}))
-		_, err := msgsvc.New(msgsvc.Config{Store: st, Registry: reg})
-		if err == nil || !strings.Contains(err.Error(), "store") {
-			t.Errorf("New = %v, want an error about the store's collectors", err)
-		}
-	})
-}
-
 // --- logs -------------------------------------------------------------------------
 
 func TestLogs(t *testing.T) {

@@ -17,8 +17,6 @@ import (
 	"testing"
 
 	"github.com/msgsvc/msgsvc"
-	"github.com/msgsvc/msgsvc/internal/pgtest"
-	"github.com/msgsvc/msgsvc/sqlstore"
 )
 
 // testSecret signs every request of the tests unless a test says otherwise.
@@ -105,22 +103,6 @@ type env struct {
 	store  *fakeStore
 	logs   *syncBuffer
 	secret string
-}
-
-// openTestStore opens a fresh store, SQLite in memory or, in the Postgres
-// run, a Postgres schema, and closes it when the test ends.
-func openTestStore(tb testing.TB) *sqlstore.DB {
-	tb.Helper()
-	url := "sqlite://:memory:"
-	if pgtest.Postgres() {
-		url = pgtest.URL(tb)
-	}
-	st, err := sqlstore.Open(context.Background(), url)
-	if err != nil {
-		tb.Fatalf("sqlstore.Open: %v", err)
-	}
-	tb.Cleanup(func() { _ = st.Close() })
-	return st
 }
 
 // newEnv builds a handler with testSecret, a JSON logger at DEBUG into a

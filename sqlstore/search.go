@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/tokens"
 )
 
 // Text search. messages.text_fold holds msgsvc.Fold(text); q matches when
@@ -253,7 +254,7 @@ func (db *DB) surelyExpensive(q msgsvc.Query) bool {
 	}
 	folded := msgsvc.Fold(q.Text)
 	cheap := db.trigrams.peek().cheapIndex(folded)
-	words := !cheap && !db.words.off && db.words.ready.Load() && wordEligible(folded)
+	words := !cheap && !db.words.off && db.words.ready.Load() && tokens.Eligible(folded)
 	n, rows, ok := db.counts.get(countKey{text: folded})
 	switch {
 	case !ok:

@@ -1,27 +1,24 @@
 package sqlstore
 
 import (
-	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/tokens"
 )
 
-// The word index answers q without a space. A row's tokens are the maximal
-// runs of its text_fold without U+0020 (every other character, tabs,
-// newlines and punctuation included, belongs to a token). When Fold(q) holds
-// no U+0020, a row holds Fold(q) exactly when one of its tokens does: an
-// occurrence cannot cross a space. So q is answered in two small steps
+// The word index answers q without a space. A row's tokens are the runs of
+// its text_fold without U+0020, as package tokens (internal/tokens) cuts
+// them. When Fold(q) holds no U+0020, a row holds Fold(q) exactly when one
+// of its tokens does: an occurrence cannot cross a space. So q is answered
+// in two small steps
 // instead of the trigram lists of a million rows:
 //
 //   - words is the dictionary of distinct tokens, and words_fts a trigram
@@ -63,23 +60,6 @@ import (
 // plans (search.go). Anything else falls back to the trigram plans
 // unchanged.
 
-// minTokenRunes is the fewest characters of an indexed token: the fewest
-// of a q that uses the word index.
-const minTokenRunes = 4
-
-// indexable reports whether a token or a folded q is one the word index
-// holds: minTokenRunes characters or more, one of them a letter.
-func indexable(tok []byte) bool {
-	runes, letter := 0, false
-	for _, r := range string(tok) { // no copy: the compiler ranges over tok
-		letter = letter || ('A' <= r && r <= 'Z') || (r >= utf8.RuneSelf && unicode.IsLetter(r)) || ('a' <= r && r <= 'z')
-		if runes++; runes >= minTokenRunes && letter {
-			return true
-		}
-	}
-	return false
-}
-
 // maxWordTokens is the most tokens holding q that a search ORs together;
 // a q held by more (a common syllable) uses the trigram index. At 1M rows
 // an OR costs 20–100 µs a token, the phrase of two or more common trigrams
@@ -112,30 +92,6 @@ type wordIndex struct {
 	// Tests: off keeps searches on the trigram index; always has the word
 	// index answer q even when one of its trigrams is rare.
 	off, always bool
-}
-
-// wordEligible reports whether the word index can answer the folded q:
-// no space, four characters or more, one of them a letter.
-func wordEligible(folded string) bool {
-	return strings.IndexByte(folded, ' ') < 0 && indexable([]byte(folded))
-}
-
-// appendTokens appends to dst the tokens of text the word index holds (see
-// indexable), in order, repeats included: the maximal runs of text without
-// U+0020. They share text's memory.
-func appendTokens(dst [][]byte, text []byte) [][]byte {
-	for len(text) > 0 {
-		tok := text
-		if i := bytes.IndexByte(text, ' '); i >= 0 {
-			tok, text = text[:i], text[i+1:]
-		} else {
-			text = nil
-		}
-		if indexable(tok) {
-			dst = append(dst, tok)
-		}
-	}
-	return dst
 }
 
 // appendTerms appends the message_words terms of a row's token ids: each
@@ -192,7 +148,7 @@ func (db *DB) indexWords(ctx context.Context, tx *sql.Tx, from, to int64) (map[s
 		if err := rows.Scan(&id, &text); err != nil {
 			return nil, err
 		}
-		toks = appendTokens(toks[:0], []byte(text))
+		toks = tokens.Append(toks[:0], []byte(text))
 		if len(toks) == 0 {
 			continue
 		}
@@ -361,7 +317,7 @@ func (p *searchPlanner) useWords(ctx context.Context) (bool, error) {
 	}
 	p.words.tried = true
 	w := &p.db.words
-	if w.off || !wordEligible(p.folded) || p.st.wordsTo < p.st.indexedTo || (!w.always && p.est.cheapIndex(p.folded)) {
+	if w.off || !tokens.Eligible(p.folded) || p.st.wordsTo < p.st.indexedTo || (!w.always && p.est.cheapIndex(p.folded)) {
 		return false, nil
 	}
 	var n int64

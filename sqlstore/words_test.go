@@ -7,86 +7,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/tokens"
 )
-
-// tokensOf returns the indexed tokens of text, as the word indexer cuts
-// them.
-func tokensOf(text string) []string {
-	var out []string
-	for _, tok := range appendTokens(nil, []byte(text)) {
-		out = append(out, string(tok))
-	}
-	return out
-}
-
-func TestTokens(t *testing.T) {
-	for _, c := range []struct {
-		text string
-		want []string
-	}{
-		{"", nil},
-		{"ab cd abc", nil},
-		{"abcd", []string{"abcd"}},
-		{"  lead  and   trail  ", []string{"lead", "trail"}},
-		{"tab\there new\nline", []string{"tab\there", "new\nline"}},
-		{"a,b ,,,, x.y.z", []string{"x.y.z"}},
-		{"ééé éééé 😀😀😀 😀😀😀😀 😀😀😀x नमस्ते", []string{"éééé", "😀😀😀x", "नमस्ते"}},
-		{"100% snake_case %_\\% 100%x", []string{"snake_case", "100%x"}},
-		{"12345 +919876543210 12:30 2025-01-15 a123 1234Z", []string{"a123", "1234Z"}},
-		{"abcd abcd", []string{"abcd", "abcd"}},
-		{"\u00a0nbsp\u00a0 xy", []string{"\u00a0nbsp\u00a0"}},
-	} {
-		if got := tokensOf(c.text); !slices.Equal(got, c.want) {
-			t.Errorf("tokens of %q: %q, want %q", c.text, got, c.want)
-		}
-	}
-}
-
-// FuzzTokens checks the property the word index rests on: a q that the word
-// index answers (no space, minTokenRunes characters or more, one a letter)
-// is in a text exactly when it is in one of the text's indexed tokens, and
-// tokens are runs of the text without a space.
-func FuzzTokens(f *testing.F) {
-	for _, s := range []string{"", "abc", " a  bcd\tef ", "ÉCOLE école", "x😀😀y z", "नमस्ते दुनिया", "a b c d e"} {
-		f.Add(s, 0, 4)
-	}
-	f.Fuzz(func(t *testing.T, text string, at, n int) {
-		if !utf8.ValidString(text) { // text_fold always is
-			return
-		}
-		toks := tokensOf(text)
-		for _, tok := range toks {
-			if strings.Contains(tok, " ") || !indexable([]byte(tok)) || !strings.Contains(text, tok) {
-				t.Fatalf("bad token %q of %q", tok, text)
-			}
-		}
-		// A window of characters of text that the word index answers is
-		// in a token, and one that is in a token is in text.
-		runes := []rune(text)
-		if len(runes) == 0 {
-			return
-		}
-		at = ((at % len(runes)) + len(runes)) % len(runes)
-		n = minTokenRunes + ((n%8)+8)%8
-		if at+n > len(runes) {
-			return
-		}
-		q := string(runes[at : at+n])
-		inTokens := slices.ContainsFunc(toks, func(tok string) bool { return strings.Contains(tok, q) })
-		if wordEligible(q) && inTokens != strings.Contains(text, q) {
-			t.Fatalf("q %q in text %q: %v, in its tokens %q: %v", q, text, strings.Contains(text, q), toks, inTokens)
-		}
-	})
-}
 
 // unindexWordsAbove takes the messages above id out of the word index, in
 // tx: a contentless FTS5 'delete' needs the very terms the indexer wrote.
@@ -110,9 +39,9 @@ func unindexWordsAbove(t *testing.T, tx *sql.Tx, id int64) {
 			t.Fatal(err)
 		}
 		var ids []int64
-		for _, tok := range tokensOf(text) {
+		for _, tok := range tokens.Append(nil, []byte(text)) {
 			var tid int64
-			if err := tx.QueryRowContext(ctx, `SELECT id FROM words WHERE token = ?`, tok).Scan(&tid); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT id FROM words WHERE token = ?`, string(tok)).Scan(&tid); err != nil {
 				t.Fatalf("token %q of message %d: %v", tok, r.id, err)
 			}
 			ids = append(ids, tid)
@@ -307,7 +236,7 @@ func TestWordSearchExact(t *testing.T) {
 	qs := wordQueries()
 	eligible := 0
 	for _, q := range qs {
-		if wordEligible(msgsvc.Fold(q)) {
+		if tokens.Eligible(msgsvc.Fold(q)) {
 			eligible++
 		}
 	}
@@ -390,7 +319,11 @@ func TestWordIndexBuild(t *testing.T) {
 	wantPostings := func(msgs []msgsvc.Message) (n int64) {
 		for _, m := range msgs {
 			if m.Text != nil {
-				n += int64(len(slices.Compact(slices.Sorted(slices.Values(tokensOf(msgsvc.Fold(*m.Text)))))))
+				distinct := map[string]bool{}
+				for _, tok := range tokens.Append(nil, []byte(msgsvc.Fold(*m.Text))) {
+					distinct[string(tok)] = true
+				}
+				n += int64(len(distinct))
 			}
 		}
 		return n
@@ -442,8 +375,8 @@ func TestWordIndexBuild(t *testing.T) {
 	distinct := map[string]bool{}
 	for _, m := range msgs {
 		if m.Text != nil {
-			for _, tok := range tokensOf(msgsvc.Fold(*m.Text)) {
-				distinct[tok] = true
+			for _, tok := range tokens.Append(nil, []byte(msgsvc.Fold(*m.Text))) {
+				distinct[string(tok)] = true
 			}
 		}
 	}

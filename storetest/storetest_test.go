@@ -1,131 +1,26 @@
 package storetest_test
 
 import (
-	"context"
-	"slices"
-	"strings"
-	"sync"
 	"testing"
 
 	"github.com/msgsvc/msgsvc"
+	"github.com/msgsvc/msgsvc/internal/memstore"
 	"github.com/msgsvc/msgsvc/storetest"
 )
 
-// memStore is the plainest Store: a map behind a mutex. The suite passing
-// on it shows the suite asks for the contract and not for SQL behaviour.
-type memStore struct {
-	mu     sync.Mutex
-	msgs   map[string]msgsvc.Message
-	closed bool
-}
-
-func (s *memStore) Insert(_ context.Context, msgs []msgsvc.Message) ([]bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, msgsvc.ErrClosed
-	}
-	created := make([]bool, len(msgs))
-	for i, m := range msgs {
-		if _, ok := s.msgs[m.MessageID]; !ok {
-			s.msgs[m.MessageID] = m
-			created[i] = true
-		}
-	}
-	return created, nil
-}
-
-func position(m msgsvc.Message) msgsvc.Position {
-	return msgsvc.Position{Key: msgsvc.TimestampKey(m.TS), MessageID: m.MessageID}
-}
-
-func compare(a, b msgsvc.Position) int {
-	if c := strings.Compare(a.Key, b.Key); c != 0 {
-		return c
-	}
-	return strings.Compare(a.MessageID, b.MessageID)
-}
-
-// sorted returns every message in list order. The caller holds s.mu.
-func (s *memStore) sorted() []msgsvc.Message {
-	out := make([]msgsvc.Message, 0, len(s.msgs))
-	for _, m := range s.msgs {
-		out = append(out, m)
-	}
-	slices.SortFunc(out, func(a, b msgsvc.Message) int { return compare(position(a), position(b)) })
-	return out
-}
-
-func (s *memStore) List(_ context.Context, q msgsvc.Query) (msgsvc.Page, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var rows []msgsvc.Message
-	for _, m := range s.sorted() {
-		switch {
-		case q.From != "" && m.From != q.From:
-		case q.Since != nil && msgsvc.TimestampKey(m.TS) < msgsvc.InstantKey(*q.Since):
-		case q.Text != "" && (m.Text == nil || !strings.Contains(msgsvc.Fold(*m.Text), msgsvc.Fold(q.Text))):
-		default:
-			rows = append(rows, m)
-		}
-	}
-	page := msgsvc.Page{Total: int64(len(rows))}
-	if q.After != nil {
-		rows = slices.DeleteFunc(rows, func(m msgsvc.Message) bool { return compare(position(m), *q.After) <= 0 })
-	}
-	rows = rows[min(q.Offset, len(rows)):]
-	if len(rows) > q.Limit {
-		next := position(rows[q.Limit-1])
-		page.Next = &next
-		rows = rows[:q.Limit]
-	}
-	page.Messages = rows
-	return page, nil
-}
-
-func (s *memStore) Stats(context.Context) (msgsvc.Stats, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	counts := map[string]int64{}
-	for _, m := range s.msgs {
-		counts[m.From]++
-	}
-	st := msgsvc.Stats{TotalMessages: int64(len(s.msgs)), SendersCount: int64(len(counts))}
-	for from, n := range counts {
-		st.TopSenders = append(st.TopSenders, msgsvc.SenderCount{From: from, Count: n})
-	}
-	slices.SortFunc(st.TopSenders, func(a, b msgsvc.SenderCount) int {
-		if a.Count != b.Count {
-			return int(b.Count - a.Count)
-		}
-		return strings.Compare(a.From, b.From)
-	})
-	st.TopSenders = st.TopSenders[:min(10, len(st.TopSenders))]
-	if all := s.sorted(); len(all) > 0 {
-		first, last := all[0].TS, all[len(all)-1].TS
-		st.FirstTS, st.LastTS = &first, &last
-	}
-	return st, nil
-}
-
-func (s *memStore) Ping(context.Context) error { return nil }
-
-func (s *memStore) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.closed = true
-	return nil
-}
+// TestRunOnMemStore runs the suite on the plainest store, a map behind a
+// mutex: its passing shows the suite asks for the contract and not for SQL
+// behaviour.
 
 func TestRunOnMemStore(t *testing.T) {
-	var opened []*memStore
+	var opened []*memstore.Store
 	storetest.Run(t, func(t *testing.T) msgsvc.Store {
-		s := &memStore{msgs: map[string]msgsvc.Message{}}
+		s := memstore.New()
 		opened = append(opened, s)
 		return s
 	})
 	for i, s := range opened {
-		if !s.closed {
+		if !s.Closed() {
 			t.Errorf("store %d was not closed by Run", i)
 		}
 	}
