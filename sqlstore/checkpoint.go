@@ -65,9 +65,22 @@ func (db *DB) runCheckpointer() {
 			// copied and starts it over. The writer waits for a few
 			// frames and one fsync, not for the whole WAL and readers as
 			// a RESTART checkpoint would make it.
-			db.gate.Lock()
-			log, err = db.checkpoint("PASSIVE")
-			db.gate.Unlock()
+			//
+			// SQLite syncs the database file only after a checkpoint
+			// that copied the whole WAL: under steady inserts, only this
+			// one. Its fsync would write back every page the cycle's
+			// checkpoints copied, while the writer waits: 68–104 ms at
+			// 1M stored. Syncing the file first, with the writer going
+			// on, leaves it the pages copied since: 5–30 ms.
+			err = db.file.Sync()
+			if db.fileSyncHook != nil {
+				err = db.fileSyncHook(err)
+			}
+			if err == nil { // else the WAL starts over on a later try
+				db.gate.Lock()
+				log, err = db.checkpoint("PASSIVE")
+				db.gate.Unlock()
+			}
 			if err == nil && log > 2*db.walRestart {
 				mode = "RESTART"
 			}

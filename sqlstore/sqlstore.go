@@ -16,6 +16,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -110,7 +112,8 @@ type DB struct {
 	writes atomic.Uint64
 	stats  statsCache
 
-	unlock func() error // drops the lock of the SQLite file (ErrInUse); nil on Postgres
+	unlock func() error // drops the lock of the SQLite file (ErrInUse): closes file; nil on Postgres
+	file   *os.File     // the SQLite file, open from Open to Close (openDBFile); nil for :memory: and Postgres
 
 	// The read path's fixed queries (readSQL), Stats's among them, prepared
 	// once on the read pool (SQLite): each reader connection compiles them
@@ -171,15 +174,16 @@ type DB struct {
 	indexedTo atomic.Int64  // the largest id the trigram index holds, as the indexer last saw it (SQLite)
 
 	// Pipelined durability (walsync.go).
-	walPath  string                // the SQLite WAL file; "" where commits are durable by themselves
-	wal      *os.File              // syncer goroutine only
-	aio      *aioSyncer            // syncer goroutine only: its asynchronous fsync, once set up
-	aioOff   bool                  // syncer goroutine only: the kernel refused asynchronous fsync
-	walInfo  os.FileInfo           // of wal, to notice a new WAL file
-	syncErr  atomic.Pointer[error] // a WAL fsync failed: no more writes
-	syncHook func(err error) error // tests: replaces the outcome of each WAL fsync
-	failed   chan struct{}         // closed once a WAL fsync has failed (Failed)
-	failOnce sync.Once
+	walPath      string                // the SQLite WAL file; "" where commits are durable by themselves
+	wal          *os.File              // syncer goroutine only
+	aio          *aioSyncer            // syncer goroutine only: its asynchronous fsync, once set up
+	aioOff       bool                  // syncer goroutine only: the kernel refused asynchronous fsync
+	walInfo      os.FileInfo           // of wal, to notice a new WAL file
+	syncErr      atomic.Pointer[error] // a WAL fsync failed: no more writes
+	syncHook     func(err error) error // tests: replaces the outcome of each WAL fsync
+	fileSyncHook func(err error) error // tests: replaces the outcome of the file's sync before the WAL starts over (runCheckpointer)
+	failed       chan struct{}         // closed once a WAL fsync has failed (Failed)
+	failOnce     sync.Once
 }
 
 var _ msgsvc.Store = (*DB)(nil)
@@ -197,8 +201,26 @@ func Open(ctx context.Context, databaseURL string) (*DB, error) {
 	return openSQLite(ctx, t.Path)
 }
 
+// openDBFile opens the SQLite database file, creating it if there is none,
+// as SQLite would (following symbolic links, as SQLite does). The store
+// keeps it open from Open to Close: it takes the store's lock (lockStore),
+// and the checkpointer syncs the file through it (runCheckpointer).
+func openDBFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644) //nolint:gosec // G304: the operator's database path, which SQLite opens next
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) {
+		// A file this process may only read still takes the lock; the
+		// store then fails on its first write, as SQLite decides.
+		f, err = os.Open(path) //nolint:gosec // G304: as above
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlstore: opening %s: %w", path, err)
+	}
+	return f, nil
+}
+
 func openSQLite(ctx context.Context, path string) (*DB, error) {
 	memory := path == ":memory:"
+	var file *os.File // nil for :memory:
 	unlock := func() error { return nil }
 	if !memory {
 		if dir := filepath.Dir(path); dir != "." {
@@ -207,9 +229,14 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 			}
 		}
 		var err error
-		if unlock, err = lockStore(path); err != nil {
+		if file, err = openDBFile(path); err != nil {
 			return nil, err
 		}
+		if err := lockStore(file); err != nil {
+			_ = file.Close()
+			return nil, err
+		}
+		unlock = file.Close // closing the descriptor drops the lock
 	}
 	// SQLite reads a "file:" DSN as a URI and decodes %XX escapes in it, so
 	// '%' is escaped to keep the path literal.
@@ -271,6 +298,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		maxBatch:       2048,
 		walRestart:     walRestartFrames,
 		unlock:         unlock,
+		file:           file,
 	}
 	db.metrics = newStoreMetrics(db, true, !memory)
 	fail := func(err error) (*DB, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,6 +190,68 @@ func TestWALStartsOverUnderLoad(t *testing.T) {
 			return nil
 		})
 		inserted += writers * each
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(storedIDs(t, openURL(t, url))); n != inserted {
+		t.Fatalf("%d rows after reopening, want %d", n, inserted)
+	}
+}
+
+// TestWALStartsOverAfterFileSync: the checkpointer syncs the database file
+// before the checkpoint that lets the WAL start over, and while that sync
+// fails the WAL does not start over (its frames are the only durable copy
+// of what the file may have lost); once it succeeds again, the WAL starts
+// over, and nothing is lost.
+func TestWALStartsOverAfterFileSync(t *testing.T) {
+	ctx := context.Background()
+	db, url := openFile(t)
+	db.walRestart = 200 // frames
+	var syncs atomic.Int64
+	var failing atomic.Bool
+	failing.Store(true)
+	db.fileSyncHook = func(err error) error {
+		syncs.Add(1)
+		if failing.Load() {
+			return errors.New("input/output error")
+		}
+		return err
+	}
+	if _, err := db.Insert(ctx, []msgsvc.Message{testMessage("first")}); err != nil {
+		t.Fatal(err)
+	}
+	salt := walSalt(t, db)
+	inserted := 1
+	round := 0
+	insertRound := func() {
+		t.Helper()
+		inParallel(t, 4, func(w int) error {
+			for i := range 300 {
+				if _, err := db.Insert(ctx, []msgsvc.Message{testMessage(fmt.Sprintf("r%d-w%d-%d", round, w, i))}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		inserted += 4 * 300
+		round++
+	}
+	for syncs.Load() < 3 {
+		if round == 40 {
+			t.Fatalf("the file was synced %d times in %d inserts past %d frames, want 3", syncs.Load(), inserted-1, db.walRestart)
+		}
+		insertRound()
+	}
+	if walSalt(t, db) != salt {
+		t.Fatal("the WAL started over while the database file could not be synced")
+	}
+	failing.Store(false)
+	for start := round; walSalt(t, db) == salt; {
+		if round == start+20 {
+			t.Fatalf("the WAL never started over once the file synced again (%d inserts)", inserted-1)
+		}
+		insertRound()
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)

@@ -522,6 +522,6 @@ func holdDaemon(ctx context.Context, o options) error {
 	if err != nil {
 		return err
 	}
-	logf("ingest: %.0f req/s p50 %s p99 %s errors %d, daemon CPU %s µs/req", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), res.errors, us(cpu))
+	logf("ingest: %.0f req/s p50 %s p99 %s p99.9 %s max %s errors %d, daemon CPU %s µs/req", res.throughput(), ms(res.quantile(0.5)), ms(res.quantile(0.99)), ms(res.quantile(0.999)), ms(res.max()), res.errors, us(cpu))
 	return d.stop()
 }
