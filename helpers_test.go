@@ -96,8 +96,9 @@ func (s *fakeStore) Stats(ctx context.Context) (msgsvc.Stats, error) {
 	return s.Store.Stats(ctx)
 }
 
-// env is one handler over a fresh store: in-memory SQLite, or a Postgres
-// schema of its own in the Postgres run (see TestHTTPPostgres).
+// env is one handler over a fresh store from openTestStore: in-memory
+// SQLite, a Postgres schema of its own in the Postgres run (see
+// TestHTTPPostgres), or with the tag nosqlstore a map in memory.
 type env struct {
 	h      *msgsvc.Handler
 	store  *fakeStore
