@@ -78,7 +78,9 @@ func (db *DB) runCheckpointer() {
 			}
 			if err == nil { // else the WAL starts over on a later try
 				db.gate.Lock()
+				start := time.Now()
 				log, err = db.checkpoint("PASSIVE")
+				db.metrics.hold.Observe(since(start))
 				db.gate.Unlock()
 			}
 			if err == nil && log > 2*db.walRestart {

@@ -20,6 +20,7 @@ type storeMetrics struct {
 	walSyncs   *prometheus.CounterVec // by how the fsync was made; nil where commits need no WAL fsync of ours
 	handoff    prometheus.Histogram   // nil where commits need no WAL fsync of ours
 	checkpoint prometheus.Histogram   // nil without a checkpointer
+	hold       prometheus.Histogram   // nil without a checkpointer
 	all        []prometheus.Collector
 }
 
@@ -82,7 +83,12 @@ func newStoreMetrics(db *DB, sqlite, file bool) *storeMetrics {
 			Help:    "Duration of each checkpoint that copies the SQLite WAL back into the database file, off the writer's path.",
 			Buckets: secondsBuckets(),
 		})
-		m.all = append(m.all, m.walSync, m.walSyncs, m.handoff, m.checkpoint)
+		m.hold = prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "store_checkpoint_hold_seconds",
+			Help:    "How long the writer is held, about once a WAL cycle, for the checkpoint that lets the SQLite WAL start over (the database file is synced just before it, with the writer going on).",
+			Buckets: secondsBuckets(),
+		})
+		m.all = append(m.all, m.walSync, m.walSyncs, m.handoff, m.checkpoint, m.hold)
 	}
 	return m
 }
@@ -99,8 +105,8 @@ func (db *DB) Describe(ch chan<- *prometheus.Desc) {
 // Collect sends the store's metrics: store_batch_messages,
 // store_commit_seconds, store_insert_seconds and store_failed_batches_total;
 // on SQLite store_index_lag_messages; with a database file
-// store_wal_sync_seconds, store_sync_handoff_seconds and
-// store_checkpoint_seconds.
+// store_wal_sync_seconds, store_wal_syncs_total, store_sync_handoff_seconds,
+// store_checkpoint_seconds and store_checkpoint_hold_seconds.
 func (db *DB) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range db.metrics.all {
 		c.Collect(ch)

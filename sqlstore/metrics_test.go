@@ -70,7 +70,7 @@ func TestStoreMetricsNames(t *testing.T) {
 		extra []string
 	}{
 		{"file", func(t *testing.T) *DB { db, _ := openFile(t); return db },
-			[]string{"store_checkpoint_seconds", "store_index_lag_messages", "store_sync_handoff_seconds", "store_wal_sync_seconds", "store_wal_syncs_total"}},
+			[]string{"store_checkpoint_hold_seconds", "store_checkpoint_seconds", "store_index_lag_messages", "store_sync_handoff_seconds", "store_wal_sync_seconds", "store_wal_syncs_total"}},
 		{"memory", func(t *testing.T) *DB { return openURL(t, "sqlite:///:memory:") },
 			[]string{"store_index_lag_messages"}},
 		{"postgres", func(t *testing.T) *DB { return openURL(t, pgtest.URL(t)) }, nil},

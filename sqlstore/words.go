@@ -18,8 +18,7 @@ import (
 // its text_fold without U+0020, as package tokens (internal/tokens) cuts
 // them. When Fold(q) holds no U+0020, a row holds Fold(q) exactly when one
 // of its tokens does: an occurrence cannot cross a space. So q is answered
-// in two small steps
-// instead of the trigram lists of a million rows:
+// in two small steps instead of the trigram lists of a million rows:
 //
 //   - words is the dictionary of distinct tokens, and words_fts a trigram
 //     index of it: a phrase query finds the tokens that hold Fold(q), as

@@ -66,6 +66,7 @@ func writerCycle(a, b storeSample) string {
 		{"wait for the syncer", "store_sync_handoff_seconds"},
 		{"Insert call", "store_insert_seconds"},
 		{"checkpoint", "store_checkpoint_seconds"},
+		{"hold", "store_checkpoint_hold_seconds"},
 	} {
 		n, ok := delta(step.name + "_count")
 		sum, _ := delta(step.name + "_sum")
@@ -73,8 +74,11 @@ func writerCycle(a, b storeSample) string {
 			continue
 		}
 		s := fmt.Sprintf("mean %s %.2f ms", step.label, 1000*sum/n)
-		if step.name == "store_checkpoint_seconds" {
+		switch step.name {
+		case "store_checkpoint_seconds":
 			s = fmt.Sprintf("%.0f checkpoints of %.1f ms", n, 1000*sum/n)
+		case "store_checkpoint_hold_seconds":
+			s = fmt.Sprintf("the writer held %.0f times for the WAL to start over, %.1f ms each", n, 1000*sum/n)
 		}
 		parts = append(parts, s)
 	}

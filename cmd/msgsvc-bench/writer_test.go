@@ -50,6 +50,11 @@ store_index_lag_messages 3
 	}{
 		{"sqlite", a, b, "5 batches of 20.0 messages; mean commit 2.00 ms; mean WAL fsync 2.00 ms; mean Insert call 5.00 ms; 1 failed batches; index lag at the end 3 messages"},
 		{"no batches", b, b, "no batches"},
+		{"checkpoints", storeSample{"store_checkpoint_seconds_sum": 0.1, "store_checkpoint_seconds_count": 4, "store_checkpoint_hold_seconds_count": 1},
+			storeSample{"store_batch_messages_sum": 32, "store_batch_messages_count": 2,
+				"store_checkpoint_seconds_sum": 0.25, "store_checkpoint_seconds_count": 10,
+				"store_checkpoint_hold_seconds_sum": 0.024, "store_checkpoint_hold_seconds_count": 3},
+			"2 batches of 16.0 messages; 6 checkpoints of 25.0 ms; the writer held 2 times for the WAL to start over, 12.0 ms each"},
 		{"postgres", storeSample{}, storeSample{"store_batch_messages_sum": 8, "store_batch_messages_count": 2,
 			"store_commit_seconds_sum": 0.004, "store_commit_seconds_count": 2}, "2 batches of 4.0 messages; mean commit 2.00 ms"},
 	} {

@@ -5,6 +5,7 @@
 package memstore
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"strings"
@@ -105,10 +106,7 @@ func (s *Store) Stats(context.Context) (msgsvc.Stats, error) {
 		st.TopSenders = append(st.TopSenders, msgsvc.SenderCount{From: from, Count: n})
 	}
 	slices.SortFunc(st.TopSenders, func(a, b msgsvc.SenderCount) int {
-		if a.Count != b.Count {
-			return int(b.Count - a.Count)
-		}
-		return strings.Compare(a.From, b.From)
+		return cmp.Or(cmp.Compare(b.Count, a.Count), strings.Compare(a.From, b.From))
 	})
 	st.TopSenders = st.TopSenders[:min(10, len(st.TopSenders))]
 	if all := s.sorted(); len(all) > 0 {
