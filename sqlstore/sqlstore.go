@@ -112,8 +112,10 @@ type DB struct {
 	writes atomic.Uint64
 	stats  statsCache
 
-	unlock func() error // drops the lock of the SQLite file (ErrInUse): closes file; nil on Postgres
-	file   *os.File     // the SQLite file, open from Open to Close (openDBFile); nil for :memory: and Postgres
+	// file is the SQLite file, open from Open to Close (openDBFile): it
+	// holds the store's lock (ErrInUse) until closed. nil for :memory: and
+	// Postgres.
+	file *os.File
 
 	// The read path's fixed queries (readSQL), Stats's among them, prepared
 	// once on the read pool (SQLite): each reader connection compiles them
@@ -220,8 +222,7 @@ func openDBFile(path string) (*os.File, error) {
 
 func openSQLite(ctx context.Context, path string) (*DB, error) {
 	memory := path == ":memory:"
-	var file *os.File // nil for :memory:
-	unlock := func() error { return nil }
+	var file *os.File // nil for :memory:; closing it drops the lock (Close of a nil *os.File only returns ErrInvalid)
 	if !memory {
 		if dir := filepath.Dir(path); dir != "." {
 			if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -236,7 +237,6 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 			_ = file.Close()
 			return nil, err
 		}
-		unlock = file.Close // closing the descriptor drops the lock
 	}
 	// SQLite reads a "file:" DSN as a URI and decodes %XX escapes in it, so
 	// '%' is escaped to keep the path literal.
@@ -262,7 +262,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// (walbuf.go).
 	vfs, err := walVFSReady()
 	if err != nil {
-		_ = unlock()
+		_ = file.Close()
 		return nil, err
 	}
 	if vfs != "" {
@@ -276,7 +276,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		wsql, err = sql.Open("sqlite", writeDSN)
 	}
 	if err != nil {
-		_ = unlock()
+		_ = file.Close()
 		return nil, fmt.Errorf("sqlstore: opening %s: %w", path, err)
 	}
 	wsql.SetMaxOpenConns(1)
@@ -297,7 +297,6 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		failed:         make(chan struct{}),
 		maxBatch:       2048,
 		walRestart:     walRestartFrames,
-		unlock:         unlock,
 		file:           file,
 	}
 	db.metrics = newStoreMetrics(db, true, !memory)
@@ -309,7 +308,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		if db.idx != nil && db.idx != db.write.DB {
 			_ = db.idx.Close()
 		}
-		_ = db.unlock()
+		_ = db.file.Close()
 		return nil, err
 	}
 	if err := db.write.PingContext(ctx); err != nil {
@@ -453,8 +452,8 @@ func (db *DB) Close() error {
 		if db.read != db.write {
 			db.closeErr = errors.Join(db.closeErr, db.read.Close())
 		}
-		if db.unlock != nil { // nil on Postgres
-			db.closeErr = errors.Join(db.closeErr, db.unlock())
+		if db.file != nil { // nil for :memory: and Postgres: closing it drops the lock
+			db.closeErr = errors.Join(db.closeErr, db.file.Close())
 		}
 	})
 	return db.closeErr
