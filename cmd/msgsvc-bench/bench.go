@@ -34,18 +34,13 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		}
 		defer os.RemoveAll(o.dir)
 	}
+	if o.rounds < 1 {
+		return fmt.Errorf("-rounds %d: want 1 or more", o.rounds)
+	}
 	var rows []row
 	report := func(r row) {
 		rows = append(rows, r)
-		cpu := ""
-		if r.cpu > 0 {
-			cpu = fmt.Sprintf("  CPU %s µs/req", us(r.cpu))
-		}
-		logf("%-34s %9.0f req/s  p50 %7s  p99 %7s  max %7s  errors %d%s",
-			r.name, r.res.throughput(), ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors, cpu)
-		if r.res.firstErr != nil {
-			logf("  first error: %v", r.res.firstErr)
-		}
+		logRow(r)
 	}
 
 	if o.hold > 0 {
@@ -57,48 +52,32 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if o.queriesOnly {
 		return runQueriesOnly(ctx, o, report)
 	}
-	// 1. The baselines: the least a receiver does, and the same handler
-	// with no storage.
+	// 1. The baselines and ingest on an empty store, in the table; then
+	// the further rounds of the same three, which only log.
 	logf("baselines: a minimal signed-webhook receiver, and the handler on a store that keeps nothing")
-	minRes, err := measureBaseline(ctx, o, self, baselineMinimal, "ingest, minimal receiver (HMAC + JSON only)", report, nil)
+	first, err := runEmptyRound(ctx, o, self, report)
 	if err != nil {
 		return err
 	}
-	baseRes, err := measureBaseline(ctx, o, self, baselineHandler, "ingest, no storage (baseline)", report, &minRes)
-	if err != nil {
-		return err
+	rounds := []emptyRound{first}
+	for i := 2; i <= o.rounds; i++ {
+		logf("round %d of %d: the baselines and ingest on an empty store again", i, o.rounds)
+		rd, err := runEmptyRound(ctx, o, self, logRow)
+		if err != nil {
+			return err
+		}
+		rounds = append(rounds, rd)
 	}
+	// The ingest at scale is compared with the median of each baseline
+	// over the rounds: one round's baseline may fall on a slow minute.
+	handlerMedian := median(rounds, func(rd emptyRound) float64 { return rd.handler.throughput() })
+	minimalMedian := median(rounds, func(rd emptyRound) float64 { return rd.minimal.throughput() })
 	ratios := func(res result) (float64, float64) {
-		return res.throughput() / baseRes.throughput(), res.throughput() / minRes.throughput()
+		return res.throughput() / handlerMedian, res.throughput() / minimalMedian
 	}
+	cycles := []string{first.cycle} // what the writer did in each ingest workload of the table
 
-	// 2. Ingest on an empty store.
-	emptyURL, err := o.emptyDatabase(ctx)
-	if err != nil {
-		return err
-	}
-	d, err := startDaemon(o, emptyURL)
-	if err != nil {
-		return err
-	}
-	ing := newIngest(o, "empty", d.addr)
-	var cycles []string // what the writer did in each ingest workload
-	res, cpu, cycle, shares, err := measureIngest(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
-	if err != nil {
-		return err
-	}
-	cycles = append(cycles, cycle)
-	r := row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu, shares: shares}
-	r.ratio, r.minRatio = ratios(res)
-	report(r)
-	if err := ing.check(d.addr, 0, res); err != nil {
-		return err
-	}
-	if err := d.stop(); err != nil {
-		return fmt.Errorf("daemon exit: %w", err)
-	}
-
-	// 3. Seed, then everything at scale.
+	// 2. Seed, then everything at scale.
 	bigURL, err := o.bigDatabase(ctx, o.reuseSeed)
 	if err != nil {
 		return err
@@ -116,21 +95,21 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 	if err := o.analyze(ctx, bigURL); err != nil {
 		return err
 	}
-	d, err = startDaemon(o, bigURL)
+	d, err := startDaemon(o, bigURL)
 	if err != nil {
 		return err
 	}
-	ing = newIngest(o, fmt.Sprintf("big%d", time.Now().Unix()), d.addr)
+	ing := newIngest(o, fmt.Sprintf("big%d", time.Now().Unix()), d.addr)
 	before, err := statsTotal(d.addr)
 	if err != nil {
 		return err
 	}
-	res, cpu, cycle, shares, err = measureIngest(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
+	res, cpu, cycle, shares, err := measureIngest(ctx, d, fmt.Sprintf("ingest, %d stored", o.seed), o.conns, o.duration, ing.next)
 	if err != nil {
 		return err
 	}
 	cycles = append(cycles, cycle)
-	r = row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu, shares: shares}
+	r := row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu, shares: shares}
 	r.ratio, r.minRatio = ratios(res)
 	report(r)
 	if err := ing.check(d.addr, before, res); err != nil {
@@ -160,6 +139,9 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		fmt.Fprintf(out, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %d |\n", strings.TrimSpace(r.name), r.res.throughput(), ratio, minRatio,
 			ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), cpu, r.res.errors)
 	}
+	if len(rounds) > 1 {
+		printRounds(out, rounds)
+	}
 	fmt.Fprintf(out, "\nseeding rate: %.0f messages/s; daemon peak RSS (VmHWM): %.0f MiB\n", rate, peak)
 	fmt.Fprintf(out, "\nthe store's writer, from its metrics:\n\n")
 	for _, c := range cycles {
@@ -172,6 +154,87 @@ func runBench(ctx context.Context, o options, out io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// logRow prints one workload's figures to stderr as it ends.
+func logRow(r row) {
+	cpu := ""
+	if r.cpu > 0 {
+		cpu = fmt.Sprintf("  CPU %s µs/req", us(r.cpu))
+	}
+	logf("%-34s %9.0f req/s  p50 %7s  p99 %7s  max %7s  errors %d%s",
+		r.name, r.res.throughput(), ms(r.res.quantile(0.5)), ms(r.res.quantile(0.99)), ms(r.res.max()), r.res.errors, cpu)
+	if r.res.firstErr != nil {
+		logf("  first error: %v", r.res.firstErr)
+	}
+}
+
+// emptyRound is one round of the comparison the ingest target is set
+// against: the minimal receiver, the handler baseline and ingest on a new,
+// empty store, measured one after the other.
+type emptyRound struct {
+	minimal, handler, store result
+	cycle                   string // what the store's writer did (writerCycle)
+}
+
+// runEmptyRound measures one emptyRound and reports its three rows. The
+// store's row gets its ratios to this round's baselines, and its
+// acknowledged ids are checked against /stats.
+func runEmptyRound(ctx context.Context, o options, self string, report func(row)) (emptyRound, error) {
+	var rd emptyRound
+	var err error
+	if rd.minimal, err = measureBaseline(ctx, o, self, baselineMinimal, "ingest, minimal receiver (HMAC + JSON only)", report, nil); err != nil {
+		return rd, err
+	}
+	if rd.handler, err = measureBaseline(ctx, o, self, baselineHandler, "ingest, no storage (baseline)", report, &rd.minimal); err != nil {
+		return rd, err
+	}
+	emptyURL, err := o.emptyDatabase(ctx)
+	if err != nil {
+		return rd, err
+	}
+	d, err := startDaemon(o, emptyURL)
+	if err != nil {
+		return rd, err
+	}
+	ing := newIngest(o, "empty", d.addr)
+	res, cpu, cycle, shares, err := measureIngest(ctx, d, "ingest, empty store", o.conns, o.duration, ing.next)
+	if err != nil {
+		_ = d.stop()
+		return rd, err
+	}
+	rd.store, rd.cycle = res, cycle
+	report(row{name: res.name, res: res, rss: d.peakRSS(), cpu: cpu, shares: shares,
+		ratio: res.throughput() / rd.handler.throughput(), minRatio: res.throughput() / rd.minimal.throughput()})
+	if err := ing.check(d.addr, 0, res); err != nil {
+		_ = d.stop()
+		return rd, err
+	}
+	if err := d.stop(); err != nil {
+		return rd, fmt.Errorf("daemon exit: %w", err)
+	}
+	return rd, nil
+}
+
+// printRounds prints every round of the empty-store comparison and the
+// median of each column: one round's ratio moves with the machine's
+// minute, the median of several much less.
+func printRounds(out io.Writer, rounds []emptyRound) {
+	fmt.Fprintf(out, "\nthe empty store against both baselines in %d rounds (each: the minimal receiver, the handler baseline, then ingest on a new empty store):\n\n", len(rounds))
+	fmt.Fprintln(out, "| round | minimal receiver req/s | handler baseline req/s | empty store req/s | × baseline | × minimal | empty store p99 ms |")
+	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|---:|")
+	overHandler := func(rd emptyRound) float64 { return rd.store.throughput() / rd.handler.throughput() }
+	overMinimal := func(rd emptyRound) float64 { return rd.store.throughput() / rd.minimal.throughput() }
+	for i, rd := range rounds {
+		fmt.Fprintf(out, "| %d | %.0f | %.0f | %.0f | %.2f | %.2f | %s |\n", i+1, rd.minimal.throughput(), rd.handler.throughput(),
+			rd.store.throughput(), overHandler(rd), overMinimal(rd), ms(rd.store.quantile(0.99)))
+	}
+	fmt.Fprintf(out, "| median | %.0f | %.0f | %.0f | %.2f | %.2f | %.2f |\n",
+		median(rounds, func(rd emptyRound) float64 { return rd.minimal.throughput() }),
+		median(rounds, func(rd emptyRound) float64 { return rd.handler.throughput() }),
+		median(rounds, func(rd emptyRound) float64 { return rd.store.throughput() }),
+		median(rounds, overHandler), median(rounds, overMinimal),
+		median(rounds, func(rd emptyRound) float64 { return float64(rd.store.quantile(0.99).Microseconds()) / 1000 }))
 }
 
 // measureBaseline serves the baseline kind from this program (self) in a

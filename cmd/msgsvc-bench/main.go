@@ -61,6 +61,7 @@ type options struct {
 	floodHold   time.Duration
 	floodOnly   bool
 	queriesOnly bool
+	rounds      int    // of the baselines and the empty store's ingest
 	baseline    string // internal: serve this baseline (baselineHandler, baselineMinimal)
 	addr        string
 }
@@ -86,6 +87,7 @@ func main() {
 	flag.IntVar(&o.flood, "flood", 2000, "soak: idle connections the connection flood opens (0: no flood)")
 	flag.IntVar(&o.floodMax, "flood-max", 256, "soak: MAX_CONNECTIONS of the daemon under the flood")
 	flag.DurationVar(&o.floodHold, "flood-hold", 20*time.Second, "soak: how long the flood holds its connections")
+	flag.IntVar(&o.rounds, "rounds", 1, "measure the two baselines and ingest on an empty store this many times in turn, and print each round's ratios and their median (the table shows the first round)")
 	flag.BoolVar(&o.queriesOnly, "queries-only", false, "only run the query workloads against the database already seeded: big.db in -dir, or with -postgres its big database")
 	flag.BoolVar(&o.floodOnly, "flood-only", false, "run only the connection flood")
 	flag.StringVar(&o.baseline, "serve-baseline", "", "internal: serve a no-storage baseline (handler or minimal) and exit on SIGTERM")

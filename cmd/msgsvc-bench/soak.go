@@ -56,7 +56,7 @@ func runSoak(ctx context.Context, o options, out io.Writer) error {
 // an earlier run left there.
 func freshSQLite(dir, name string) string {
 	path := filepath.Join(dir, name)
-	for _, suffix := range []string{"", "-wal", "-shm"} {
+	for _, suffix := range []string{"", "-wal", "-shm", "-index", "-index-wal", "-index-shm"} {
 		_ = os.Remove(path + suffix)
 	}
 	return "sqlite:///" + path
@@ -575,11 +575,11 @@ func procFDs(pid int) int {
 	return len(entries)
 }
 
-// median returns the median of get over ss.
-func median(ss []sample, get func(sample) float64) float64 {
-	v := make([]float64, len(ss))
-	for i, s := range ss {
-		v[i] = get(s)
+// median returns the median of get over xs.
+func median[T any](xs []T, get func(T) float64) float64 {
+	v := make([]float64, len(xs))
+	for i, x := range xs {
+		v[i] = get(x)
 	}
 	slices.Sort(v)
 	if len(v)%2 == 1 {
