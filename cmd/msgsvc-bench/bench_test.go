@@ -62,11 +62,11 @@ func TestBenchEndToEnd(t *testing.T) {
 		"ingest, empty store":           {3, 4},
 		"ingest, 3000 stored":           {3, 4},
 	}
-	main, roundsText, ok := strings.Cut(text, "the empty store against both baselines in 2 rounds")
+	table, roundsText, ok := strings.Cut(text, "the empty store against both baselines in 2 rounds")
 	if !ok {
 		t.Fatalf("no table of rounds:\n%s", text)
 	}
-	for line := range strings.Lines(main) {
+	for line := range strings.Lines(table) {
 		cells := strings.Split(strings.TrimSpace(line), "|")
 		if len(cells) < 11 || strings.TrimSpace(cells[1]) == "workload" || strings.HasPrefix(cells[1], "---") {
 			continue
